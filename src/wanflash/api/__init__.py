@@ -1,0 +1,1 @@
+"""The API side: Runware wire protocol, validation, transports. Never imports torch."""

@@ -1,0 +1,84 @@
+"""The one settings object.
+
+Every ``WANFLASH_*`` environment variable (or a ``.env``-style file named by ``WANFLASH_ENV_FILE``
+passed to :func:`load_settings`) is read here, once, into a frozen :class:`Settings`. No other
+module reads ``os.environ``; objects receive the settings they need explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProfileName = Literal["tiny", "wan2.2-ti2v-5b", "wan2.2-i2v-a14b"]
+
+
+class Settings(BaseSettings):
+    """Service configuration. Field names map to ``WANFLASH_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="WANFLASH_", frozen=True, extra="ignore")
+
+    # -- where things live
+    data_dir: Path = Path(".wanflash")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        default=None, description="Base URL clients use to reach this server; default http://host:port"
+    )
+
+    # -- auth: comma-separated raw keys accepted in addition to those created with `wanflash keys`
+    api_keys: str = ""
+
+    # -- engine
+    profile: ProfileName = "tiny"
+    weights_dir: Path | None = Field(default=None, description="diffusers-format weights for the profile")
+    lora_dir: Path | None = Field(default=None, description="distilled LoRAs (A14B: high/low noise)")
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attention_backend: str | None = None  # diffusers backend name, e.g. "flash", "sage", "_native_cudnn"
+    compile: bool = False  # torch.compile of the repeated transformer blocks
+    cpu_offload: Literal["none", "model", "group"] = "none"
+    executor: Literal["subprocess", "inprocess"] = "subprocess"
+    batch_results: bool = True  # run numberResults as one batch where memory allows
+
+    # -- jobs
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    max_attempts: int = 2
+    job_deadline_seconds: float = 900.0
+    default_ttl_seconds: int = 86400
+
+    # -- inputs and limits
+    allow_loopback_fetch: bool = False
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_input_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_audio_seconds: float = 60.0
+    fetch_timeout_seconds: float = 20.0
+
+    # -- delivery
+    url_secret: str | None = Field(default=None, description="HMAC key for signed media URLs")
+    webhook_secret: str | None = None
+
+    # -- playground / ops
+    playground: bool = True
+    log_json: bool = False
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Read the environment (and optionally a dotenv file) once; ``overrides`` win (CLI flags)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if env_file is not None:
+        return Settings(_env_file=str(env_file), **clean)  # type: ignore[call-arg]
+    return Settings(**clean)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Delivery: result objects, webhooks and uploadEndpoint PUTs."""

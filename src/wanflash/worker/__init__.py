@@ -1,0 +1,1 @@
+"""Worker: supervisor (claims, heartbeats, completes) and executors that run the pipeline."""
