@@ -130,7 +130,7 @@ def parse_video_task(raw: Mapping[str, Any]) -> VideoInferenceTask:
     if has_w and has_h and (task.width, task.height) not in SIZE_CLASS:
         listed = ", ".join(f"{w}x{h}" for w, h in SIZE_CLASS)
         errors.append(_err("invalidDimensions",
-                           f"{task.width}x{task.height} is not a supported size; use one of {listed}.",
+                           f"width/height {task.width}x{task.height} is not a supported size; use one of {listed}.",
                            "width", tu))
 
     frames = task.inputs.frameImages if task.inputs else None
@@ -140,7 +140,7 @@ def parse_video_task(raw: Mapping[str, Any]) -> VideoInferenceTask:
                                "inputs.frameImages", tu))
         elif len(frames) > 1:
             errors.append(_err("invalidFrameImages",
-                               f"This model accepts at most one frame image (the first frame); got {len(frames)}.",
+                               f"inputs.frameImages accepts at most one image (the first frame); got {len(frames)}.",
                                "inputs.frameImages", tu))
     if not frames and not (has_w and has_h) and task.resolution is None:
         errors.append(_err("missingDimensions",
