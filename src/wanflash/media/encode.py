@@ -1,0 +1,192 @@
+"""Encode uint8 RGB frames (and an optional audio track) to MP4, WEBM or MOV with PyAV.
+
+Guarantees:
+
+* MP4 and MOV hold H.264 (libx264), WEBM holds VP9 (libvpx-vp9); pixels are yuv420p, BT.709
+  tagged, so every browser and player can show them. MP4 is written with ``+faststart`` (the
+  index sits before the media, so playback starts before the download ends).
+* The frame rate is exact: frame ``i`` has pts ``i`` in a ``1/fps`` time base, so ``F`` frames
+  last exactly ``F / fps`` seconds.
+* The audio track, when given, is fitted to the video's duration (cut, or padded with silence)
+  and encoded as AAC (MP4, MOV) or Opus (WEBM, always 48 kHz, the only rate Opus favours).
+* The file appears whole or not at all: it is written next to ``path`` under a temporary name
+  and renamed over ``path`` only after the muxer closed it cleanly.
+
+``quality`` (Runware ``outputQuality``, 20-99) maps linearly to a constant rate factor,
+higher quality giving a lower CRF (more bits):
+
+=========  ============  ==============
+quality    H.264 CRF     VP9 CRF
+=========  ============  ==============
+20         38            52
+60         ~26           ~33
+95         ~15           ~17
+99         14            15
+=========  ============  ==============
+
+i.e. ``crf = round(hi - (quality - 20) * (hi - lo) / 79)`` with ``(hi, lo) = (38, 14)`` for
+H.264 (scale 0-51) and ``(52, 15)`` for VP9 (scale 0-63). Presets favour speed (x264
+``veryfast``; VP9 ``realtime`` deadline, ``cpu-used 8``, row multithreading) because outputs are
+short clips and latency matters more than a few percent of size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+import numpy as np
+
+if TYPE_CHECKING:
+    from wanflash.pipelines.base import AudioTrack
+
+FORMATS = ("MP4", "WEBM", "MOV")
+QUALITY_MIN, QUALITY_MAX = 20, 99
+
+# container name, video codec, audio codec, CRF at quality 20, CRF at quality 99
+_SPECS: dict[str, tuple[str, str, str, int, int]] = {
+    "MP4": ("mp4", "libx264", "aac", 38, 14),
+    "MOV": ("mov", "libx264", "aac", 38, 14),
+    "WEBM": ("webm", "libvpx-vp9", "libopus", 52, 15),
+}
+SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
+MIME_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
+
+
+def crf_for(fmt: str, quality: int) -> int:
+    """The CRF used for ``quality`` (20-99) in ``fmt``; see the module docstring."""
+    fmt = _check_format(fmt)
+    if not QUALITY_MIN <= quality <= QUALITY_MAX:
+        raise ValueError(f"quality must be in {QUALITY_MIN}..{QUALITY_MAX}, got {quality}")
+    _, _, _, hi, lo = _SPECS[fmt]
+    return int(round(hi - (quality - QUALITY_MIN) * (hi - lo) / (QUALITY_MAX - QUALITY_MIN)))
+
+
+def _check_format(fmt: str) -> str:
+    up = fmt.upper()
+    if up not in _SPECS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    return up
+
+
+def encode_video(
+    frames: np.ndarray,
+    path: Path,
+    *,
+    fps: int,
+    fmt: str,
+    quality: int,
+    audio: AudioTrack | None = None,
+) -> None:
+    """Write ``frames`` (F, H, W, 3) uint8 RGB to ``path`` as ``fmt``; see the module docstring."""
+    fmt = _check_format(fmt)
+    crf = crf_for(fmt, quality)
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"frames must be an (F, H, W, 3) array, got shape {shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    n, height, width, _ = frames.shape
+    if n < 1:
+        raise ValueError("frames must hold at least one frame")
+    if width % 2 or height % 2:
+        raise ValueError(f"yuv420p needs an even width and height, got {width}x{height}")
+    if not isinstance(fps, int) or fps <= 0:
+        raise ValueError(f"fps must be a positive integer, got {fps!r}")
+
+    path = Path(path)
+    container_name, vcodec, acodec, _, _ = _SPECS[fmt]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        options = {"movflags": "+faststart"} if fmt == "MP4" else {}
+        with av.open(str(tmp), mode="w", format=container_name, options=options) as out:
+            vstream = _add_video_stream(out, vcodec, width, height, fps, crf)
+            astream = _add_audio_stream(out, acodec, audio) if audio is not None else None
+            rate = Fraction(fps)
+            for i in range(n):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                # Convert here, with the BT.709 matrix that the stream is tagged with.
+                frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+                frame.pts = i
+                frame.time_base = 1 / rate
+                out.mux(vstream.encode(frame))
+            out.mux(vstream.encode(None))
+            if astream is not None and audio is not None:
+                _write_audio(out, astream, audio, seconds=n / fps)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _add_video_stream(out: av.container.OutputContainer, codec: str, width: int, height: int,
+                      fps: int, crf: int) -> av.VideoStream:
+    rate = Fraction(fps)
+    stream = out.add_stream(codec, rate=rate)
+    stream.width = width
+    stream.height = height
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = 1 / rate
+    stream.codec_context.time_base = 1 / rate
+    cc = stream.codec_context
+    cc.color_primaries = 1  # BT.709
+    cc.color_trc = 1
+    cc.colorspace = 1
+    cc.color_range = 1  # limited ("tv") range, what players assume
+    if codec == "libx264":
+        stream.options = {"crf": str(crf), "preset": "veryfast", "profile": "high"}
+    else:
+        # CRF mode in libvpx needs the target bitrate set to 0.
+        stream.options = {
+            "crf": str(crf),
+            "b": "0",
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "row-mt": "1",
+            "tile-columns": "2",
+            "lag-in-frames": "0",
+        }
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _add_audio_stream(out: av.container.OutputContainer, codec: str, audio: AudioTrack) -> av.AudioStream:
+    samples = np.asarray(audio.samples)
+    if samples.ndim != 2 or samples.shape[0] not in (1, 2):
+        raise ValueError(f"audio samples must be (channels, samples) with 1 or 2 channels, got {samples.shape}")
+    if audio.rate <= 0:
+        raise ValueError(f"audio rate must be positive, got {audio.rate}")
+    rate = 48000 if codec == "libopus" else int(audio.rate)
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
+    stream = out.add_stream(codec, rate=rate, layout=layout)
+    stream.bit_rate = 128_000 if layout == "stereo" else 96_000
+    return stream
+
+
+def _write_audio(out: av.container.OutputContainer, stream: av.AudioStream, audio: AudioTrack,
+                 *, seconds: float) -> None:
+    samples = np.asarray(audio.samples, dtype=np.float32)
+    channels = samples.shape[0]
+    want = int(round(seconds * audio.rate))
+    if samples.shape[1] >= want:
+        samples = samples[:, :want]
+    else:
+        samples = np.concatenate([samples, np.zeros((channels, want - samples.shape[1]), np.float32)], axis=1)
+    samples = np.clip(samples, -1.0, 1.0)
+    layout = "mono" if channels == 1 else "stereo"
+    # Feed in chunks; the codec context resamples to its rate/format and reframes to its frame size.
+    chunk = 4096
+    for start in range(0, want, chunk):
+        part = np.ascontiguousarray(samples[:, start:start + chunk])
+        frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=layout)
+        frame.sample_rate = audio.rate
+        frame.pts = start
+        frame.time_base = Fraction(1, audio.rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
