@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     url_secret: str | None = Field(default=None, description="HMAC key for signed media URLs")
     webhook_secret: str | None = None
 
+    # -- prompt extension (promptExtend, shotType multi): see wanflash.pipelines.prompt_extend.
+    # "none" passes prompts through unchanged (the response says so); the task never fails for it.
+    prompt_extend_backend: Literal["none", "local", "openai"] = "none"
+    prompt_extend_model_dir: Path | None = Field(
+        default=None, description="local Qwen2.5(-VL) Instruct checkpoint for the 'local' backend"
+    )
+    prompt_extend_url: str | None = Field(
+        default=None, description="base URL of an OpenAI-compatible server, e.g. http://host:8001/v1"
+    )
+    prompt_extend_model: str = "qwen2.5-7b-instruct"  # model name sent to the OpenAI-compatible server
+    prompt_extend_api_key: str | None = None
+    prompt_extend_timeout_s: float = 30.0
+    prompt_extend_device: str = "auto"  # 'local' backend: auto | cpu | cuda | cuda:N
+
     # -- playground / ops
     playground: bool = True
     log_json: bool = False
