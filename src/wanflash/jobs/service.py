@@ -1,0 +1,52 @@
+"""The async face of the job store for the API: submit, poll, cancel.
+
+Every call runs the (short, fsyncing) SQLite statement in a worker thread so the event loop
+keeps serving WebSocket pings while the disk syncs. ``submit`` wakes the supervisor so a new
+task starts without waiting for its poll interval, and turns a reused taskUUID into the
+``conflictTaskUUID`` error the SDKs' retry logic understands (protocol §2.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.jobs.model import JobSpec
+from wanflash.jobs.store import DuplicateTask, TaskRecord, TaskStore, Upload
+
+TASK_TYPE = "videoInference"
+
+
+class JobService:
+    def __init__(self, store: TaskStore, wake: asyncio.Event | None = None) -> None:
+        self.store = store
+        self.wake = wake or asyncio.Event()
+
+    async def submit(self, spec: JobSpec) -> None:
+        """Persist a queued task (durable when this returns). Raises InvalidRequest on a reused id."""
+        try:
+            await asyncio.to_thread(self.store.insert, spec)
+        except DuplicateTask:
+            raise InvalidRequest([RunwareError(
+                "conflictTaskUUID", f"A task with taskUUID '{spec.task_uuid}' already exists; use a new UUID.",
+                parameter="taskUUID", task_type=TASK_TYPE, task_uuid=spec.task_uuid,
+            )]) from None
+        self.wake.set()
+
+    async def exists(self, task_uuid: str) -> bool:
+        return await self.get(task_uuid) is not None
+
+    async def get(self, task_uuid: str) -> TaskRecord | None:
+        return await asyncio.to_thread(self.store.get, task_uuid)
+
+    async def cancel(self, task_uuid: str) -> bool:
+        return await asyncio.to_thread(self.store.request_cancel, task_uuid)
+
+    async def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
+        await asyncio.to_thread(self.store.add_upload, upload_uuid, kind, key, content_type)
+
+    async def get_upload(self, upload_uuid: str) -> Upload | None:
+        return await asyncio.to_thread(self.store.get_upload, upload_uuid)
+
+    async def counts(self) -> dict[str, int]:
+        return await asyncio.to_thread(self.store.counts)

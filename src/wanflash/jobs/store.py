@@ -1,0 +1,340 @@
+"""The embedded task table: one SQLite file that is both the queue and the source of truth.
+
+Guarantees:
+
+* ``taskUUID`` is the primary key, so a task exists at most once; :meth:`TaskStore.insert`
+  raises :class:`DuplicateTask` for a reused id.
+* The database runs in WAL mode with ``synchronous=FULL``: a task acknowledged to a client
+  survives a crash or power cut of this process.
+* A worker owns a running task through a *lease* (``lease_owner``, ``lease_until``) and an
+  *attempt* number that :meth:`TaskStore.claim` increments. Every worker write (heartbeat,
+  progress, completion, failure) is fenced by ``(task_uuid, attempt, state='running')``: a
+  worker whose lease expired and was taken over writes nothing and gets ``False`` back.
+* An expired lease re-queues the task while ``attempt < max_attempts``; after that the task
+  fails with ``workerLost``. Claims are FIFO by creation time.
+
+The same file holds API key hashes and the upload index (``imageUUID``/``mediaUUID`` to
+storage key), because one embedded process owns all of it. Every method is synchronous and
+short; async callers go through :mod:`wanflash.jobs.service`, which runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wanflash.jobs.model import JobSpec, TaskState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_uuid        TEXT PRIMARY KEY,
+    spec             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    lease_owner      TEXT,
+    lease_until      REAL,
+    progress_step    INTEGER NOT NULL DEFAULT 0,
+    progress_total   INTEGER NOT NULL DEFAULT 0,
+    progress_stage   TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    results          TEXT,
+    error_code       TEXT,
+    error_message    TEXT,
+    created          REAL NOT NULL,
+    started          REAL,
+    finished         REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (state, created);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id  TEXT PRIMARY KEY,
+    hash    TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    revoked REAL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_uuid  TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    created      REAL NOT NULL
+);
+"""
+
+
+class DuplicateTask(Exception):
+    """A task with this ``taskUUID`` already exists."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lease on one task: ``attempt`` fences every later write."""
+
+    task_uuid: str
+    attempt: int
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_uuid: str
+    spec: JobSpec
+    state: TaskState
+    attempt: int
+    progress_step: int
+    progress_total: int
+    progress_stage: str | None
+    cancel_requested: bool
+    results: list[dict[str, Any]] | None
+    error_code: str | None
+    error_message: str | None
+    created: float
+    finished: float | None
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_id: str
+    created: float
+    revoked: float | None
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_uuid: str
+    kind: str
+    key: str
+    content_type: str
+
+
+class TaskStore:
+    """SQLite-backed task table. Thread-safe: one connection, serialized by a lock."""
+
+    def __init__(self, path: Path, *, max_attempts: int = 2) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_attempts = max_attempts
+        self._lock = threading.Lock()
+        # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN IMMEDIATE.
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    # -- tasks: API side
+
+    def insert(self, spec: JobSpec, *, now: float | None = None) -> None:
+        """Persist a queued task. Raises :class:`DuplicateTask` if the taskUUID exists."""
+        try:
+            self._write(
+                "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created) VALUES (?, ?, ?, ?, ?)",
+                (spec.task_uuid, spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
+                 time.time() if now is None else now),
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateTask(spec.task_uuid) from None
+
+    def get(self, task_uuid: str) -> TaskRecord | None:
+        row = self._one("SELECT * FROM tasks WHERE task_uuid = ?", (task_uuid,))
+        return None if row is None else _record(row)
+
+    def request_cancel(self, task_uuid: str, *, now: float | None = None) -> bool:
+        """Cancel a queued task at once; flag a running one (its step callback stops it)."""
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            n = db.execute(
+                "UPDATE tasks SET state='cancelled', finished=?, error_code='taskCancelled', "
+                "error_message='The task was cancelled.' WHERE task_uuid=? AND state='queued'",
+                (t, task_uuid),
+            ).rowcount
+            n += db.execute(
+                "UPDATE tasks SET cancel_requested=1 WHERE task_uuid=? AND state='running'", (task_uuid,)
+            ).rowcount
+        return n > 0
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    # -- tasks: worker side (every write fenced by attempt)
+
+    def expire_leases(self, *, now: float | None = None) -> int:
+        """Re-queue running tasks whose lease ran out, or fail them once attempts are used up."""
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            n = db.execute(
+                "UPDATE tasks SET state='queued', lease_owner=NULL, lease_until=NULL "
+                "WHERE state='running' AND lease_until < ? AND attempt < max_attempts",
+                (t,),
+            ).rowcount
+            n += db.execute(
+                "UPDATE tasks SET state='failed', lease_owner=NULL, lease_until=NULL, finished=?, "
+                "error_code='workerLost', error_message='The worker running this task stopped responding.' "
+                "WHERE state='running' AND lease_until < ? AND attempt >= max_attempts",
+                (t, t),
+            ).rowcount
+        return n
+
+    def release_all_leases(self) -> int:
+        """At start-up of the single embedded worker every running row is an orphan: expire it now."""
+        return self._write("UPDATE tasks SET lease_until = 0 WHERE state='running'")
+
+    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:
+        """Take the oldest queued task (after expiring stale leases) and lease it to ``owner``."""
+        t = time.time() if now is None else now
+        self.expire_leases(now=t)
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE tasks SET state='running', attempt=attempt+1, lease_owner=?, lease_until=?, "
+                "started=?, progress_step=0, progress_total=0, progress_stage=NULL "
+                "WHERE task_uuid = (SELECT task_uuid FROM tasks WHERE state='queued' "
+                "                   ORDER BY created, rowid LIMIT 1) "
+                "RETURNING task_uuid, attempt, spec",
+                (owner, t + lease_seconds, t),
+            ).fetchone()
+        if row is None:
+            return None
+        return Claim(row["task_uuid"], row["attempt"], JobSpec.model_validate_json(row["spec"]))
+
+    def heartbeat(self, task_uuid: str, attempt: int, lease_seconds: float, *, now: float | None = None) -> bool:
+        """Extend the lease. ``False``: the lease was lost (stop and write nothing)."""
+        t = time.time() if now is None else now
+        return self._write(
+            "UPDATE tasks SET lease_until=? WHERE task_uuid=? AND attempt=? AND state='running'",
+            (t + lease_seconds, task_uuid, attempt),
+        ) == 1
+
+    def cancel_requested(self, task_uuid: str) -> bool:
+        row = self._one("SELECT cancel_requested FROM tasks WHERE task_uuid=?", (task_uuid,))
+        return bool(row and row["cancel_requested"])
+
+    def progress(self, task_uuid: str, attempt: int, step: int, total: int, stage: str) -> bool:
+        return self._write(
+            "UPDATE tasks SET progress_step=?, progress_total=?, progress_stage=? "
+            "WHERE task_uuid=? AND attempt=? AND state='running'",
+            (step, total, stage, task_uuid, attempt),
+        ) == 1
+
+    def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
+                 now: float | None = None) -> bool:
+        """Record success. ``False`` when ``attempt`` is stale: nothing is written."""
+        t = time.time() if now is None else now
+        return self._write(
+            "UPDATE tasks SET state='succeeded', results=?, finished=?, lease_owner=NULL, lease_until=NULL "
+            "WHERE task_uuid=? AND attempt=? AND state='running'",
+            (json.dumps(results), t, task_uuid, attempt),
+        ) == 1
+
+    def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
+             now: float | None = None) -> bool:
+        """Record a failure; a retryable one re-queues while attempts remain. Fenced like complete."""
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            if retryable:
+                n = db.execute(
+                    "UPDATE tasks SET state='queued', lease_owner=NULL, lease_until=NULL, "
+                    "error_code=?, error_message=? "
+                    "WHERE task_uuid=? AND attempt=? AND state='running' AND attempt < max_attempts",
+                    (code, message, task_uuid, attempt),
+                ).rowcount
+                if n:
+                    return True
+            return db.execute(
+                "UPDATE tasks SET state='failed', finished=?, error_code=?, error_message=?, "
+                "lease_owner=NULL, lease_until=NULL WHERE task_uuid=? AND attempt=? AND state='running'",
+                (t, code, message, task_uuid, attempt),
+            ).rowcount == 1
+
+    def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool:
+        t = time.time() if now is None else now
+        return self._write(
+            "UPDATE tasks SET state='cancelled', finished=?, error_code='taskCancelled', "
+            "error_message='The task was cancelled.', lease_owner=NULL, lease_until=NULL "
+            "WHERE task_uuid=? AND attempt=? AND state='running'",
+            (t, task_uuid, attempt),
+        ) == 1
+
+    # -- API keys (hashes only)
+
+    def add_key(self, key_id: str, key_hash: str, *, now: float | None = None) -> None:
+        self._write("INSERT INTO api_keys (key_id, hash, created) VALUES (?, ?, ?)",
+                    (key_id, key_hash, time.time() if now is None else now))
+
+    def key_hash_active(self, key_hash: str) -> bool:
+        return self._one("SELECT 1 FROM api_keys WHERE hash=? AND revoked IS NULL", (key_hash,)) is not None
+
+    def list_keys(self) -> list[ApiKeyRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT key_id, created, revoked FROM api_keys ORDER BY created").fetchall()
+        return [ApiKeyRow(r["key_id"], r["created"], r["revoked"]) for r in rows]
+
+    def revoke_key(self, key_id: str, *, now: float | None = None) -> bool:
+        return self._write("UPDATE api_keys SET revoked=? WHERE key_id=? AND revoked IS NULL",
+                           (time.time() if now is None else now, key_id)) == 1
+
+    def active_key_count(self) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked IS NULL")
+        return int(row["n"]) if row else 0
+
+    # -- upload index
+
+    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
+        self._write("INSERT INTO uploads (upload_uuid, kind, key, content_type, created) VALUES (?, ?, ?, ?, ?)",
+                    (upload_uuid, kind, key, content_type, time.time()))
+
+    def get_upload(self, upload_uuid: str) -> Upload | None:
+        row = self._one("SELECT * FROM uploads WHERE upload_uuid=?", (upload_uuid,))
+        if row is None:
+            return None
+        return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
+
+
+def _record(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        task_uuid=row["task_uuid"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        state=TaskState(row["state"]),
+        attempt=row["attempt"],
+        progress_step=row["progress_step"],
+        progress_total=row["progress_total"],
+        progress_stage=row["progress_stage"],
+        cancel_requested=bool(row["cancel_requested"]),
+        results=json.loads(row["results"]) if row["results"] else None,
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        created=row["created"],
+        finished=row["finished"],
+    )
