@@ -273,14 +273,17 @@ def new_client(per_step_timeout_s: float = 15.0) -> httpx.AsyncClient:
     )
 
 
-async def _read_capped(resp: httpx.Response, max_bytes: int) -> bytes:
+async def _read_capped(resp: httpx.Response, max_bytes: int, truncate: bool = False) -> bytes:
+    """Read at most ``max_bytes``; above it raise (inputs) or keep the head and stop (webhook/upload replies)."""
     declared = resp.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+    if not truncate and declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise FetchError(f"response declares {int(declared)} bytes, limit {max_bytes}", kind="too_large")
     buf = bytearray()
     async for chunk in resp.aiter_raw():
         buf += chunk
         if len(buf) > max_bytes:
+            if truncate:
+                return bytes(buf[:max_bytes])
             raise FetchError(f"response larger than {max_bytes} bytes", kind="too_large")
     return bytes(buf)
 
@@ -295,6 +298,7 @@ async def _one_hop(
     allow_loopback: bool,
     resolver: Resolver | None,
     max_response_bytes: int,
+    truncate_response: bool = False,
 ) -> GuardedResponse:
     addrs = await resolve_checked(target, allow_loopback=allow_loopback, resolver=resolver)
     # Host header as the URL named it (IDNA form, brackets for IPv6 literals, port if explicit).
@@ -317,7 +321,7 @@ async def _one_hop(
             last_error = e  # nothing was sent; try the next checked address
             continue
         try:
-            data = await _read_capped(resp, max_response_bytes)
+            data = await _read_capped(resp, max_response_bytes, truncate_response)
         finally:
             await resp.aclose()
         return GuardedResponse(status=resp.status_code, headers=resp.headers, body=data, url=str(target.url))
@@ -338,8 +342,9 @@ async def guarded_request(
 ) -> GuardedResponse:
     """One guarded request; redirects are **not** followed (a 3xx is returned as a response).
 
-    For webhooks and uploads. Raises :class:`URLRefused` (policy; never retry) or :class:`FetchError`
-    (``kind`` timeout/network are retryable; too_large is not).
+    For webhooks and uploads. The reply body is read up to ``max_response_bytes`` and the rest dropped
+    (only its head matters there). ``deadline_s`` bounds everything, DNS included. Raises
+    :class:`URLRefused` (policy; never retry) or :class:`FetchError` (``retryable`` for timeout/network).
     """
     target = check_url(url, allow_loopback=allow_loopback)
     own = client is None
@@ -348,7 +353,7 @@ async def guarded_request(
         async with asyncio.timeout(deadline_s):
             return await _one_hop(
                 c, method, target, headers=headers, content=content, allow_loopback=allow_loopback,
-                resolver=resolver, max_response_bytes=max_response_bytes,
+                resolver=resolver, max_response_bytes=max_response_bytes, truncate_response=True,
             )
     except TimeoutError:
         raise FetchError(f"no complete response within {deadline_s:g} s", kind="timeout") from None
@@ -429,6 +434,22 @@ async def fetch_bytes(
         code = "inputTooLarge" if e.kind == "too_large" else "inputFetchFailed"
         raise _invalid(code, f"could not fetch URL: {e.reason}", parameter) from None
     return resp.body
+
+
+def validate_url(url: str, *, parameter: str, allow_loopback: bool = False, code: str = "invalidInputUrl") -> None:
+    """Submit-time static check (scheme, userinfo, port, literal/numeric host) without DNS.
+
+    Use for ``webhookURL``/``uploadEndpoint`` at request validation; the send-time request re-checks
+    everything after resolution. Raises :class:`InvalidRequest` naming ``parameter``.
+    """
+    try:
+        target = check_url(url, allow_loopback=allow_loopback)
+        if target.literal is not None:
+            why = address_refusal(target.literal, allow_loopback=allow_loopback)
+            if why is not None:
+                raise URLRefused(why)
+    except URLRefused as e:
+        raise _invalid(code, f"URL refused: {e.reason}", parameter) from None
 
 
 def _invalid(code: str, message: str, parameter: str) -> InvalidRequest:

@@ -1,0 +1,271 @@
+"""Standard Webhooks signing, verification and one-message delivery with retries.
+
+Signing (Standard Webhooks 1.0): each POST carries
+
+* ``webhook-id``: stable per message (e.g. ``msg_<taskUUID>_<event>``), identical on every retry, so
+  receivers dedupe on it;
+* ``webhook-timestamp``: unix seconds of *this attempt*;
+* ``webhook-signature``: ``v1,<base64 HMAC-SHA256(key, f"{id}.{timestamp}.{body}")>``, recomputed on
+  every attempt (the timestamp changes).
+
+The secret is ``whsec_<base64 of the key>`` (what ``standardwebhooks.Webhook(secret)`` and Svix accept),
+plain base64 of the key, or raw ``bytes``. :func:`generate_secret` makes one.
+
+Verifying on the receiving side (users, and this project's tests)::
+
+    from wanflash.delivery.webhook import verify, WebhookVerificationError
+    try:
+        verify(secret, request.headers, raw_body_bytes)      # tolerance 5 min
+    except WebhookVerificationError:
+        return 400
+    # then dedupe on request.headers["webhook-id"]
+
+``verify`` accepts any of several space-separated ``v1,`` signatures (secret rotation), compares in
+constant time, and refuses timestamps more than ``tolerance_s`` away from now. Any standard library
+(``standardwebhooks``, ``svix``) verifies these messages too.
+
+Delivery (:class:`WebhookSender`): POST the JSON body (serialised once, same bytes every attempt)
+through the SSRF guard; redirects are not followed; each attempt has a total deadline (15 s);
+2xx = delivered; 410 = stop (receiver gone); 408/425/429/5xx, timeouts and connection errors =
+retry with exponential backoff and full jitter, honouring ``Retry-After`` (capped); 3xx and other 4xx
+= stop (a retry would get the same answer); no attempt is started at or after ``expires_at``
+(the output URL would be dead). Persistence (the outbox) is the caller's job: ``deliver`` sends one
+message to completion or gives up and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..api.ssrf import FetchError, Resolver, URLRefused, guarded_request
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class WebhookVerificationError(Exception):
+    """A webhook failed verification (missing header, bad signature, timestamp out of tolerance)."""
+
+
+# ----------------------------------------------------------------------------------- signing
+
+
+def generate_secret(nbytes: int = 32) -> str:
+    """A new ``whsec_`` secret with ``nbytes`` random bytes (spec: 24-64)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode("ascii")
+
+
+def secret_key(secret: bytes | str) -> bytes:
+    """The HMAC key: raw bytes as given, or the base64 payload of a ``whsec_``/base64 string."""
+    if isinstance(secret, bytes):
+        if not secret:
+            raise ValueError("empty webhook secret")
+        return secret
+    s = secret.strip()
+    if s.startswith(SECRET_PREFIX):
+        s = s[len(SECRET_PREFIX):]
+    try:
+        key = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("webhook secret must be 'whsec_<base64>' or base64") from None
+    if not key:
+        raise ValueError("empty webhook secret")
+    return key
+
+
+def sign(secret: bytes | str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp}.{body}">``."""
+    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
+    mac = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def signed_headers(secret: bytes | str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers plus ``content-type: application/json``."""
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp)),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
+
+
+def verify(
+    secret: bytes | str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> None:
+    """Check a received webhook; raise :class:`WebhookVerificationError` if it is not authentic/fresh."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lower["webhook-id"]
+        ts_raw = lower["webhook-timestamp"]
+        sig_header = lower["webhook-signature"]
+    except KeyError as e:
+        raise WebhookVerificationError(f"missing header {e.args[0]}") from None
+    try:
+        ts = int(ts_raw)
+    except ValueError:
+        raise WebhookVerificationError("invalid webhook-timestamp") from None
+    current = time.time() if now is None else now
+    if ts < current - tolerance_s:
+        raise WebhookVerificationError("message timestamp too old")
+    if ts > current + tolerance_s:
+        raise WebhookVerificationError("message timestamp too new")
+    expected = sign(secret, msg_id, ts, body).split(",", 1)[1].encode()
+    for candidate in sig_header.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
+            return
+    raise WebhookVerificationError("no matching signature")
+
+
+# ----------------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """Exponential backoff with full jitter: delay_n = U(0, min(max_delay, base * 2**(n-1)))."""
+
+    base_delay_s: float = 5.0
+    max_delay_s: float = 600.0
+    max_attempts: int = 10
+    max_retry_after_s: float = 3600.0  # a receiver cannot park us for longer than this
+
+    def delay(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
+        return rng() * min(self.max_delay_s, self.base_delay_s * 2 ** (retry_number - 1))
+
+
+DeliveryState = Literal["delivered", "gone", "rejected", "redirected", "refused", "expired", "exhausted"]
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """How a delivery ended. ``delivered`` only for a 2xx; ``state`` says why otherwise."""
+
+    state: DeliveryState
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.state == "delivered"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class WebhookSender:
+    """Deliver one signed message with retries. Clock, sleep and randomness are injectable for tests."""
+
+    def __init__(
+        self,
+        secret: bytes | str,
+        *,
+        allow_loopback: bool = False,
+        schedule: RetrySchedule | None = None,
+        attempt_timeout_s: float = 15.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        resolver: Resolver | None = None,
+    ) -> None:
+        secret_key(secret)  # fail at construction on a malformed secret, not at the first send
+        self.secret = secret
+        self.allow_loopback = allow_loopback
+        self.schedule = schedule or RetrySchedule()
+        self.attempt_timeout_s = attempt_timeout_s
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng
+        self.resolver = resolver
+
+    @staticmethod
+    def encode(payload: Mapping[str, Any]) -> bytes:
+        """The body bytes for a payload (compact JSON, UTF-8). Store these in an outbox, not the dict."""
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    async def deliver(
+        self, url: str, payload: Mapping[str, Any], *, msg_id: str, expires_at: float
+    ) -> DeliveryOutcome:
+        """POST ``payload`` as JSON; see :meth:`deliver_body`."""
+        return await self.deliver_body(url, self.encode(payload), msg_id=msg_id, expires_at=expires_at)
+
+    async def deliver_body(self, url: str, body: bytes, *, msg_id: str, expires_at: float) -> DeliveryOutcome:
+        """POST ``body`` until a final answer, ``max_attempts`` or ``expires_at`` (unix seconds)."""
+        attempts = 0
+        status: int | None = None
+        error: str | None = None
+        while True:
+            now = self.clock()
+            if now >= expires_at:
+                return DeliveryOutcome("expired", attempts, status, error)
+            attempts += 1
+            ts = int(now)
+            retry_after: float | None = None
+            try:
+                resp = await guarded_request(
+                    "POST", url, headers=signed_headers(self.secret, msg_id, ts, body), content=body,
+                    allow_loopback=self.allow_loopback,
+                    deadline_s=max(0.001, min(self.attempt_timeout_s, expires_at - now)),
+                    resolver=self.resolver,
+                )
+            except URLRefused as e:
+                log.warning("webhook %s refused by SSRF policy: %s", msg_id, e.reason)
+                return DeliveryOutcome("refused", attempts, None, e.reason)
+            except FetchError as e:
+                status, error = None, e.reason
+                if not e.retryable:
+                    return DeliveryOutcome("rejected", attempts, None, e.reason)
+            else:
+                status, error = resp.status, None
+                if 200 <= resp.status < 300:
+                    return DeliveryOutcome("delivered", attempts, status)
+                if resp.status == 410:
+                    return DeliveryOutcome("gone", attempts, status, "receiver answered 410 Gone")
+                if 300 <= resp.status < 400:
+                    return DeliveryOutcome("redirected", attempts, status, "redirects are not followed")
+                if resp.status < 500 and resp.status not in RETRYABLE_STATUSES:
+                    return DeliveryOutcome("rejected", attempts, status, f"HTTP {resp.status}")
+                error = f"HTTP {resp.status}"
+                retry_after = parse_retry_after(resp.headers.get("retry-after"), self.clock())
+            log.info("webhook %s attempt %d failed: %s", msg_id, attempts, error)
+            if attempts >= self.schedule.max_attempts:
+                return DeliveryOutcome("exhausted", attempts, status, error)
+            delay = self.schedule.delay(attempts, self.rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.schedule.max_retry_after_s))
+            if self.clock() + delay >= expires_at:
+                # The next attempt would land after the output URL expired: stop now.
+                return DeliveryOutcome("expired", attempts, status, error)
+            await self.sleep(delay)
