@@ -1,0 +1,55 @@
+"""Settings -> the ``VideoPipeline`` to run (not yet loaded).
+
+``tiny`` builds (once) and loads the embedded random model under ``data_dir/models``; the real
+profiles load diffusers-format weights from ``WANFLASH_WEIGHTS_DIR`` and never download.
+Importing this module does not import torch; :func:`create_pipeline` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wanflash.pipelines.profiles import get_profile
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+    from wanflash.pipelines.base import VideoPipeline
+
+
+class WeightsNotFound(FileNotFoundError):
+    """A real profile was chosen but its weights are not on disk."""
+
+
+def weights_root(settings: Settings) -> Path:
+    """Where the profile's weights are, checked; builds the tiny model on first use."""
+    if settings.profile == "tiny":
+        from wanflash.pipelines.tiny import ensure_tiny_model
+
+        return ensure_tiny_model(settings.data_dir)
+    root = settings.weights_dir
+    if root is None:
+        raise WeightsNotFound(
+            f"profile {settings.profile!r} needs local diffusers-format weights: set WANFLASH_WEIGHTS_DIR "
+            f"to the downloaded directory (e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers), or use WANFLASH_PROFILE=tiny"
+        )
+    if not (Path(root) / "model_index.json").is_file():
+        raise WeightsNotFound(
+            f"WANFLASH_WEIGHTS_DIR={root} holds no diffusers pipeline (model_index.json missing) "
+            f"for profile {settings.profile!r}"
+        )
+    return Path(root)
+
+
+def create_pipeline(settings: Settings) -> VideoPipeline:
+    """The pipeline for ``settings.profile``; call ``.load()`` once before ``.generate``."""
+    profile = get_profile(settings.profile)
+    root = weights_root(settings)
+    lora_dir = None
+    if settings.profile == "wan2.2-i2v-a14b" and settings.lora_dir is not None:
+        if not Path(settings.lora_dir).is_dir():
+            raise WeightsNotFound(f"WANFLASH_LORA_DIR={settings.lora_dir} is not a directory")
+        lora_dir = Path(settings.lora_dir)
+    from wanflash.pipelines.wan import WanVideoPipeline
+
+    return WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)

@@ -1,0 +1,295 @@
+"""The diffusers adapter: Wan image-to-video and text-to-video behind ``VideoPipeline``.
+
+One :class:`WanVideoPipeline` serves every profile (``tiny`` and the real Wan2.2 weights); only
+the directory it loads from and the profile's numbers differ. Guarantees of ``generate``:
+
+* each result is exactly ``(spec.num_frames, spec.height, spec.width, 3)`` uint8: the model runs
+  at ``profile.generation_size`` and the frames are cover-resized and centre-cropped after;
+* one seed per result; a result depends only on its seed (its noise is drawn on the CPU from
+  its own generator, whatever the batch it runs in or the device), so one seed gives one video;
+* long durations are chained clips (``profiles.plan_segments``): each clip after the first is
+  image-to-video from the previous clip's last frame, colour-matched to it, seam frame dropped;
+* ``on_step(step, total, "denoise")`` runs after every denoising step of every clip, with
+  ``total = steps x clips x pipe calls per clip``; raising from it (``JobCancelled``) ends the
+  run before the VAE decode.
+
+Weights layout (diffusers format, local only): ``<root>`` holds a ``WanImageToVideoPipeline``;
+text-to-video (requests without an image) uses ``<root>/t2v`` (a ``WanPipeline`` directory whose
+transformers are loaded, everything else shared) or, for TI2V-5B-style weights whose one
+transformer does both, the same transformer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
+from diffusers.utils import logging as diffusers_logging
+
+from wanflash.errors import JobFailed
+from wanflash.pipelines.base import GenerationResult, OnStep, no_progress
+from wanflash.pipelines.postprocess import fit_image, fit_video, match_colors, to_uint8
+from wanflash.pipelines.profiles import Profile, plan_segments
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from wanflash.config import Settings
+    from wanflash.jobs.model import JobSpec
+
+STAGE = "denoise"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BatchImageI2VPipeline(WanImageToVideoPipeline):
+    """``WanImageToVideoPipeline`` that accepts one start image per batch item.
+
+    Chained clips start each result from its own last frame; upstream encodes a single image and
+    repeats it. Here, when ``image`` holds one image per item, each item is prepared with its own
+    image and pre-drawn latents and the parts are stacked. Everything else is upstream code.
+    """
+
+    def prepare_latents(self, image, batch_size, num_channels_latents=16, height=480, width=832,
+                        num_frames=81, dtype=None, device=None, generator=None, latents=None,
+                        last_image=None):
+        if batch_size == 1 or image.shape[0] != batch_size or latents is None:
+            return super().prepare_latents(image, batch_size, num_channels_latents, height, width, num_frames,
+                                           dtype, device, generator, latents, last_image)
+        parts = [
+            super(BatchImageI2VPipeline, self).prepare_latents(
+                image[i:i + 1], 1, num_channels_latents, height, width, num_frames, dtype, device, None,
+                latents[i:i + 1], None if last_image is None else last_image[i:i + 1])
+            for i in range(batch_size)
+        ]
+        out = [torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])]
+        if self.config.expand_timesteps:
+            out.append(parts[0][2])  # the first-frame mask is the same for every item
+        return tuple(out)
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[setting]
+
+
+def segment_seed(seed: int, index: int) -> int:
+    """The noise seed of clip ``index`` of the result with ``seed`` (clip 0 uses the seed itself)."""
+    return (seed + 0x9E3779B97F4A7C15 * index) % (1 << 64)
+
+
+class WanVideoPipeline:
+    """``VideoPipeline`` over diffusers' Wan pipelines; see the module docstring."""
+
+    def __init__(self, settings: Settings, profile: Profile, root: Path, *, lora_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.root = Path(root)
+        self.lora_dir = lora_dir
+        self.name = profile.name
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.i2v: WanImageToVideoPipeline | None = None
+        self.t2v: WanPipeline | None = None
+        self._offloaded_for: Any = None
+
+    # -- loading
+
+    def load(self) -> None:
+        if self.i2v is not None:
+            return
+        diffusers_logging.disable_progress_bar()
+        if not (self.root / "model_index.json").is_file():
+            raise FileNotFoundError(f"no diffusers pipeline (model_index.json) in {self.root}")
+        # Wan's VAE is numerically fragile in half precision; keep it in float32 as upstream advises.
+        vae = AutoencoderKLWan.from_pretrained(self.root, subfolder="vae", dtype=torch.float32)
+        i2v = BatchImageI2VPipeline.from_pretrained(self.root, vae=vae, dtype=self.dtype)
+        t2v_dir = self.root / "t2v"
+        shared = {"text_encoder": i2v.text_encoder, "tokenizer": i2v.tokenizer, "vae": i2v.vae,
+                  "scheduler": i2v.scheduler}
+        if (t2v_dir / "model_index.json").is_file():
+            t2v = WanPipeline.from_pretrained(t2v_dir, dtype=self.dtype, **shared)
+        elif i2v.config.expand_timesteps:
+            # TI2V-5B: the same transformer does text-to-video.
+            t2v = WanPipeline.from_pipe(i2v)
+        else:
+            t2v = None
+        if self.lora_dir is not None:
+            self._load_loras(i2v)
+        for pipe in (i2v, t2v):
+            if pipe is not None:
+                pipe.set_progress_bar_config(disable=True)
+        transformers = self._transformers(i2v, t2v)
+        if self.settings.attention_backend:
+            for t in transformers:
+                t.set_attention_backend(self.settings.attention_backend)
+        if self.settings.cpu_offload == "group":
+            self._group_offload(i2v, t2v)
+        elif self.settings.cpu_offload == "none":
+            i2v.to(self.device)
+            if t2v is not None:
+                t2v.to(self.device)
+        if self.settings.compile:
+            for t in transformers:
+                t.compile_repeated_blocks(fullgraph=True)
+        self.i2v, self.t2v = i2v, t2v
+
+    @staticmethod
+    def _transformers(*pipes: Any) -> list[torch.nn.Module]:
+        seen: dict[int, torch.nn.Module] = {}
+        for pipe in pipes:
+            if pipe is None:
+                continue
+            for name in ("transformer", "transformer_2"):
+                t = getattr(pipe, name, None)
+                if t is not None:
+                    seen[id(t)] = t
+        return list(seen.values())
+
+    def _load_loras(self, pipe: WanImageToVideoPipeline) -> None:
+        """Distilled LoRAs: files named ``*high*`` go to the high-noise expert, ``*low*`` to the
+        low-noise one; a single file goes to both. Fused, so inference pays nothing for them."""
+        assert self.lora_dir is not None
+        files = sorted(self.lora_dir.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors LoRA in {self.lora_dir} (WANFLASH_LORA_DIR)")
+        high = [f for f in files if "high" in f.name.lower()]
+        low = [f for f in files if "low" in f.name.lower()]
+        if not high and not low and len(files) == 1:
+            high = low = files
+        if pipe.transformer_2 is None:
+            low = []
+        for f in high:
+            pipe.load_lora_weights(str(f), adapter_name=f"high_{f.stem}")
+        for f in low:
+            pipe.load_lora_weights(str(f), adapter_name=f"low_{f.stem}", load_into_transformer_2=True)
+        pipe.fuse_lora(components=["transformer", "transformer_2"] if low else ["transformer"])
+
+    def _group_offload(self, *pipes: Any) -> None:
+        from diffusers.hooks import apply_group_offloading
+
+        done: set[int] = set()
+        for pipe in pipes:
+            if pipe is None:
+                continue
+            for name, module in pipe.components.items():
+                if not isinstance(module, torch.nn.Module) or id(module) in done:
+                    continue
+                done.add(id(module))
+                kind = "block_level" if name.startswith("transformer") else "leaf_level"
+                extra = {"num_blocks_per_group": 1} if kind == "block_level" else {}
+                apply_group_offloading(module, onload_device=self.device, offload_device=torch.device("cpu"),
+                                       offload_type=kind, use_stream=self.device.type == "cuda", **extra)
+
+    def _activate(self, pipe: Any) -> None:
+        # Model offload hooks chain the modules of one pipeline; the two pipelines share modules,
+        # so the hooks are (cheaply) reinstalled when the other pipeline is used.
+        if self.settings.cpu_offload == "model" and self._offloaded_for is not pipe:
+            pipe.enable_model_cpu_offload(device=self.device)
+            self._offloaded_for = pipe
+
+    # -- generation
+
+    def generate(self, spec: JobSpec, on_step: OnStep = no_progress, *,
+                 image: Image.Image | None = None) -> GenerationResult:
+        if self.i2v is None:
+            raise RuntimeError("call load() before generate()")
+        if not spec.seeds:
+            raise ValueError("spec.seeds is empty")
+        batch = self.settings.batch_results and len(spec.seeds) > 1
+        try:
+            return self._generate(spec, on_step, image, batch=batch)
+        except torch.OutOfMemoryError:
+            if not batch:
+                raise
+            # The batch did not fit: free it and run the results one by one.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return self._generate(spec, on_step, image, batch=False)
+
+    def _generate(self, spec: JobSpec, on_step: OnStep, image: Image.Image | None, *, batch: bool) -> GenerationResult:
+        gw, gh = self.profile.generation_size(spec.width, spec.height)
+        clips = plan_segments(spec.num_frames, self.profile.max_clip_frames)
+        seeds = list(spec.seeds)
+        groups = [seeds] if batch else [[s] for s in seeds]
+        total = self.profile.steps * len(clips) * len(groups)
+        done = 0
+
+        def step(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            nonlocal done
+            done += 1
+            on_step(done, total, STAGE)
+            return kwargs
+
+        if image is None and self.t2v is None:
+            raise JobFailed("textToVideoUnavailable",
+                            f"profile {self.profile.name} has no text-to-video weights: add a WanPipeline "
+                            f"directory at {self.root / 't2v'} or send inputs.frameImages", retryable=False)
+        start: np.ndarray | None = None
+        if image is not None:
+            start = np.asarray(fit_image(image, gw, gh), dtype=np.float32) / 255.0
+        last: dict[int, np.ndarray | None] = {s: start for s in seeds}
+        parts: dict[int, list[np.ndarray]] = {s: [] for s in seeds}
+        for k, frames in enumerate(clips):
+            for group in groups:
+                out = self._call(spec, group, k, frames, gw, gh, [last[s] for s in group], step)
+                for s, clip in zip(group, out):
+                    if k > 0:
+                        clip = match_colors(clip, last[s])[1:]
+                    parts[s].append(clip)
+                    # Quantise now so the next clip starts from exactly the frame that is shown.
+                    last[s] = np.rint(clip[-1] * 255.0) / 255.0
+        videos = []
+        for s in seeds:
+            video = to_uint8(np.concatenate(parts[s])[: spec.num_frames])
+            videos.append(fit_video(video, spec.width, spec.height))
+        info = {"generation_size": (gw, gh), "clips": clips, "batched": batch, "steps": self.profile.steps}
+        return GenerationResult(videos=videos, seeds=seeds, audio=[None] * len(seeds), info=info)
+
+    def _call(self, spec: JobSpec, seeds: list[int], index: int, frames: int, gw: int, gh: int,
+              starts: list[np.ndarray | None], step: Any) -> np.ndarray:
+        """One diffusers call for ``seeds`` (a batch): (B, frames, gh, gw, 3) float in [0, 1]."""
+        i2v = starts[0] is not None
+        pipe = self.i2v if i2v else self.t2v
+        assert pipe is not None
+        self._activate(pipe)
+        vae = pipe.vae
+        channels = vae.config.z_dim
+        shape = (channels, (frames - 1) // pipe.vae_scale_factor_temporal + 1,
+                 gh // pipe.vae_scale_factor_spatial, gw // pipe.vae_scale_factor_spatial)
+        latents = torch.stack([
+            torch.randn(shape, generator=torch.Generator("cpu").manual_seed(segment_seed(s, index)))
+            for s in seeds
+        ])
+        kwargs: dict[str, Any] = dict(
+            prompt=[spec.positive_prompt] * len(seeds),
+            negative_prompt=[spec.negative_prompt or ""] * len(seeds),
+            height=gh, width=gw, num_frames=frames,
+            num_inference_steps=self.profile.steps,
+            guidance_scale=self.profile.guidance_scale,
+            latents=latents, output_type="np",
+            callback_on_step_end=step,
+        )
+        if pipe.config.boundary_ratio is not None:
+            kwargs["guidance_scale_2"] = self.profile.guidance_scale
+        if i2v:
+            imgs = np.stack(starts)  # (B, gh, gw, 3) in [0, 1]
+            kwargs["image"] = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+        try:
+            with torch.inference_mode():
+                out = pipe(**kwargs).frames
+        finally:
+            pipe.maybe_free_model_hooks()
+        return np.asarray(out, dtype=np.float32)
