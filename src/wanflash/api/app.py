@@ -1,0 +1,95 @@
+"""The ASGI application: wiring of store, storage, router, supervisor and executor.
+
+:func:`create_app` builds everything from :class:`Settings` and returns a Starlette app whose
+lifespan starts the supervisor (and with it the executor, which loads the model in the
+background, so the server accepts connections at once) and stops both on shutdown.
+
+Tests inject the pipeline with ``pipeline_factory`` (a picklable callable or a
+``"module:attribute"`` string, e.g. ``"wanflash.worker.executor:fake_pipeline"``) or a ready
+``executor``. Importing this module does not import torch: the pipeline is imported inside
+the executor (a child process by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from wanflash.api import http
+from wanflash.api.auth import KeyRing, db_path
+from wanflash.api.inputs import InputResolver
+from wanflash.api.tasks import TaskRouter
+from wanflash.api.ws import Session
+from wanflash.config import Settings
+from wanflash.jobs.service import JobService
+from wanflash.jobs.store import TaskStore
+from wanflash.pipelines.profiles import get_profile
+from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
+from wanflash.worker.child import PipelineFactory
+from wanflash.worker.executor import Executor, create_executor
+from wanflash.worker.supervisor import Supervisor
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: TaskStore
+    storage: LocalStore
+    signer: UrlSigner
+    jobs: JobService
+    keys: KeyRing
+    router: TaskRouter
+    executor: Executor
+    supervisor: Supervisor
+
+
+def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
+                   executor: Executor | None = None) -> Services:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = TaskStore(db_path(settings), max_attempts=settings.max_attempts)
+    storage = LocalStore(data_dir / "media")
+    signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
+    wake = asyncio.Event()
+    jobs = JobService(store, wake)
+    keys = KeyRing(settings, store)
+    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), signer, get_profile(settings.profile))
+    ex = executor or create_executor(settings, pipeline_factory)
+    supervisor = Supervisor(settings, store, storage, ex, wake=wake)
+    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor)
+
+
+def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
+               executor: Executor | None = None) -> Starlette:
+    services = build_services(settings, pipeline_factory=pipeline_factory, executor=executor)
+
+    async def websocket(ws: WebSocket) -> None:
+        await Session(ws, services.router, services.keys).run()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services.supervisor.start()
+        try:
+            yield
+        finally:
+            await services.supervisor.stop()
+            services.store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1", http.rest, methods=["POST"]),
+            WebSocketRoute("/v1", websocket),
+            Route("/media/{key:path}", http.media, methods=["GET", "HEAD"]),
+            Route("/health", http.health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,132 @@
+"""HTTP endpoints: REST ``POST /v1``, signed media ``GET /media/<key>``, and ``/health``.
+
+REST speaks the same task arrays and envelopes as the WebSocket. Auth is
+``Authorization: Bearer <key>`` or an ``authentication`` task first in the array; the reply
+merges every task's items into one ``{"data":[...],"errors":[...]}`` and the status is 200
+when nothing failed, else the first failing task's status (400, 401, 404, 413, 429, 5xx).
+
+Media links are checked before the file system is touched: a bad signature is 403, an
+expired link 410, a missing object 404. Files are streamed by Starlette's ``FileResponse``
+(which also answers ``Range`` requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from wanflash.api.tasks import Reply, error_reply
+from wanflash.api.ws import INVALID_KEY, PONG
+from wanflash.storage.base import InvalidKey, check_key, content_type_for
+from wanflash.storage.local import MEDIA_PREFIX
+
+if TYPE_CHECKING:
+    from wanflash.api.app import Services
+
+
+def _services(request: Request) -> "Services":
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _json(reply: Reply) -> JSONResponse:
+    return JSONResponse(reply.frame(), status_code=reply.status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+async def rest(request: Request) -> Response:
+    svc = _services(request)
+    try:
+        body = await _read_body(request, svc.settings.max_body_bytes)
+    except ClientDisconnect:
+        return Response(status_code=400)
+    if body is None:
+        return _json(error_reply("payloadTooLarge", f"The request body exceeds {svc.settings.max_body_bytes} bytes.",
+                                 status=413))
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return _json(error_reply("invalidPayload", "The body must be a JSON array of task objects."))
+    tasks: list[Any] = payload if isinstance(payload, list) else [payload]
+
+    api_key: object = None
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        api_key = auth[7:].strip()
+    if tasks and isinstance(tasks[0], dict) and tasks[0].get("taskType") == "authentication":
+        api_key = tasks[0].get("apiKey", api_key)
+        tasks = tasks[1:]
+    if api_key is None:
+        return JSONResponse({"errors": [{**INVALID_KEY, "code": "missingApiKey",
+                                         "message": "Send Authorization: Bearer <API key>."}]}, status_code=401)
+    if not await asyncio.to_thread(svc.keys.verify, api_key):
+        return JSONResponse({"errors": [INVALID_KEY]}, status_code=401)
+
+    base_url = str(request.base_url).rstrip("/")
+    replies: list[Reply] = []
+    pending = []
+    for task in tasks:
+        if isinstance(task, dict) and task.get("taskType") == "ping":
+            replies.append(Reply(data=list(PONG["data"])))
+        else:
+            replies.append(Reply())
+            pending.append((len(replies) - 1, svc.router.handle(task, base_url)))
+    for (i, _), reply in zip(pending, await asyncio.gather(*(c for _, c in pending))):
+        replies[i] = reply
+    merged = Reply()
+    for r in replies:
+        merged.data += r.data
+        merged.errors += r.errors
+        if r.errors and merged.status == 200:
+            merged.status = r.status
+    if not merged.data and not merged.errors:
+        merged.data = []
+        return JSONResponse({"data": []})
+    return _json(merged)
+
+
+async def media(request: Request) -> Response:
+    svc = _services(request)
+    key = request.path_params["key"]
+    try:
+        check_key(key)
+    except InvalidKey:
+        return Response("not found", status_code=404, media_type="text/plain")
+    verdict = svc.signer.verify(MEDIA_PREFIX + key, request.query_params.get("exp"), request.query_params.get("sig"),
+                                method="GET")
+    if verdict == "invalid":
+        return Response("forbidden: bad or missing signature", status_code=403, media_type="text/plain")
+    if verdict == "expired":
+        return Response("gone: this link has expired", status_code=410, media_type="text/plain")
+    path = svc.storage.local_path(key)
+    if path is None or not path.is_file():
+        return Response("not found", status_code=404, media_type="text/plain")
+    return FileResponse(path, media_type=content_type_for(key), headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def health(request: Request) -> Response:
+    svc = _services(request)
+    counts = await svc.jobs.counts()
+    executor_state = svc.executor.state
+    ok = executor_state in ("ready", "loading")
+    return JSONResponse({
+        "status": "ok" if ok else "degraded",
+        "executor": {"kind": svc.executor.name, "state": executor_state},
+        "profile": svc.settings.profile,
+        "tasks": counts,
+        "running": svc.supervisor.current,
+    }, status_code=200 if ok else 503)

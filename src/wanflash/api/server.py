@@ -1,0 +1,56 @@
+"""``wanflash serve``: one process with the API, the SQLite job store, the supervisor and
+the executor child, under uvicorn.
+
+The WebSocket message limit is ``max_body_bytes`` because SDKs inline images and audio as
+base64 (protocol §4.1). With ``print_key`` a fresh install gets one API key, created here,
+stored hashed, and printed once to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from wanflash.config import Settings
+
+
+def uvicorn_config_kwargs(settings: Settings) -> dict[str, object]:
+    """What both ``serve`` and the test server pass to uvicorn."""
+    return {
+        "ws_max_size": settings.max_body_bytes,
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": None,  # the SDKs run their own ping/pong in JSON frames
+        "timeout_keep_alive": 5,
+        "lifespan": "on",
+    }
+
+
+def serve(settings: Settings, print_key: bool = False) -> int:
+    import uvicorn
+
+    from wanflash.api.app import create_app
+    from wanflash.api.auth import db_path, ensure_first_key
+    from wanflash.jobs.store import TaskStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if print_key:
+        store = TaskStore(db_path(settings), max_attempts=settings.max_attempts)
+        try:
+            raw = ensure_first_key(settings, store)
+        finally:
+            store.close()
+        if raw is not None:
+            bar = "=" * 72
+            print(f"{bar}\nNew API key (stored hashed; shown only this once, save it now):\n\n    {raw}\n\n"
+                  f"Use it as the SDK's api_key with url ws://{settings.host}:{settings.port}/v1\n{bar}", flush=True)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            **uvicorn_config_kwargs(settings))  # type: ignore[arg-type]
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    from wanflash.config import load_settings
+
+    sys.exit(serve(load_settings(), print_key=True))

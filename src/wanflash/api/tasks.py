@@ -1,0 +1,145 @@
+"""One wire task in, one Runware reply out: the transport-independent core of ``/v1``.
+
+Both transports (:mod:`wanflash.api.ws`, :mod:`wanflash.api.http`) authenticate and answer
+pings themselves, then hand every other task object here. :meth:`TaskRouter.handle` never
+raises: a bad task becomes ``errors`` items carrying its ``taskType`` and ``taskUUID`` and an
+HTTP status (400 invalid, 404 unknown task, 5xx server side), exactly as protocol §5 asks.
+
+``videoInference`` is checked (:func:`parse_video_task`), its inputs fetched and stored
+(:mod:`wanflash.api.inputs`), planned (:func:`plan_job`), persisted, and acknowledged with
+``{"taskType":"videoInference","taskUUID":T}`` at once. A reused taskUUID is refused with
+``conflictTaskUUID`` *before* any input is written, so a resubmission cannot touch the inputs
+of the task that owns that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wanflash.api.validation import parse_video_task, plan_job
+from wanflash.delivery.responses import not_found, poll_reply
+from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
+
+if TYPE_CHECKING:
+    from wanflash.api.inputs import InputResolver
+    from wanflash.config import Settings
+    from wanflash.jobs.service import JobService
+    from wanflash.pipelines.profiles import Profile
+    from wanflash.storage.local import UrlSigner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    data: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+
+    def frame(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.data:
+            out["data"] = self.data
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+def error_reply(code: str, message: str, *, status: int = 400, parameter: str | None = None,
+                task_type: str | None = None, task_uuid: str | None = None) -> Reply:
+    return Reply(errors=[RunwareError(code, message, parameter, task_type, task_uuid).to_wire()], status=status)
+
+
+def _str(task: dict[str, Any], name: str) -> str | None:
+    value = task.get(name)
+    return value if isinstance(value, str) else None
+
+
+class TaskRouter:
+    def __init__(self, settings: "Settings", jobs: "JobService", resolver: "InputResolver", signer: "UrlSigner",
+                 profile: "Profile") -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.resolver = resolver
+        self.signer = signer
+        self.profile = profile
+        self._submitting: set[str] = set()
+
+    def media_url(self, base_url: str, key: str, expires_at: float) -> str:
+        base = (self.settings.public_url or base_url).rstrip("/")
+        return base + self.signer.sign(key, expires_at)
+
+    async def handle(self, task: Any, base_url: str) -> Reply:
+        if not isinstance(task, dict):
+            return error_reply("invalidPayload", "Each element of the request array must be a task object.")
+        task_type = _str(task, "taskType")
+        tu = _str(task, "taskUUID")
+        try:
+            if task_type == "videoInference":
+                return await self._video_inference(task, base_url)
+            if task_type == "getResponse":
+                return await self._get_response(task, base_url)
+            if task_type == "imageUpload":
+                return await self._image_upload(task, base_url)
+            if task_type == "mediaStorage":
+                return await self._media_storage(task)
+            if task_type is None:
+                return error_reply("missingTaskType", "taskType is required.", parameter="taskType", task_uuid=tu)
+            return error_reply("unsupportedTaskType", f"taskType '{task_type}' is not served here.",
+                               parameter="taskType", task_type=task_type, task_uuid=tu)
+        except InvalidRequest as exc:
+            return Reply(errors=[e.to_wire() for e in exc.errors], status=exc.status)
+        except ServiceOverloaded as exc:
+            return error_reply("rateLimitExceeded", str(exc), status=exc.status, task_type=task_type, task_uuid=tu)
+        except Exception:
+            log.exception("task %s (%s) failed", tu, task_type)
+            return error_reply("internalServerError", "The server failed to process this task.", status=500,
+                               task_type=task_type, task_uuid=tu)
+
+    async def _video_inference(self, raw: dict[str, Any], base_url: str) -> Reply:
+        task = parse_video_task(raw)
+        tu = task.taskUUID
+        # Refuse a reused id before touching storage: inputs are written under inputs/<taskUUID>/.
+        if tu in self._submitting or await self.jobs.exists(tu):
+            raise InvalidRequest([RunwareError(
+                "conflictTaskUUID", f"A task with taskUUID '{tu}' already exists; use a new UUID.",
+                parameter="taskUUID", task_type="videoInference", task_uuid=tu)])
+        self._submitting.add(tu)
+        try:
+            inputs = await self.resolver.resolve(task)
+            spec = plan_job(task, profile=self.profile, inputs=inputs)
+            await self.jobs.submit(spec)
+        finally:
+            self._submitting.discard(tu)
+        return Reply(data=[{"taskType": "videoInference", "taskUUID": tu}])
+
+    async def _get_response(self, task: dict[str, Any], base_url: str) -> Reply:
+        tu = _str(task, "taskUUID")
+        if not tu:
+            return error_reply("missingTaskUUID", "getResponse needs the taskUUID of the task to poll.",
+                               parameter="taskUUID", task_type="getResponse")
+        record = await self.jobs.get(tu)
+        if record is None:
+            r = not_found(tu)
+        else:
+            r = poll_reply(record, lambda key, exp: self.media_url(base_url, key, exp),
+                           default_ttl=self.settings.default_ttl_seconds)
+        return Reply(data=r.data, errors=r.errors, status=r.status)
+
+    async def _image_upload(self, task: dict[str, Any], base_url: str) -> Reply:
+        tu = _str(task, "taskUUID")
+        image_uuid, key = await self.resolver.upload_image(task.get("image"), tu)
+        url = self.media_url(base_url, key, time.time() + self.settings.default_ttl_seconds)
+        return Reply(data=[{"taskType": "imageUpload", "taskUUID": tu, "imageUUID": image_uuid, "imageURL": url}])
+
+    async def _media_storage(self, task: dict[str, Any]) -> Reply:
+        tu = _str(task, "taskUUID")
+        operation = task.get("operation", "upload")
+        if operation != "upload":
+            return error_reply("unsupportedOperation", "mediaStorage supports operation 'upload' only.",
+                               parameter="operation", task_type="mediaStorage", task_uuid=tu)
+        media_uuid, _ = await self.resolver.upload_media(task.get("media"), tu)
+        return Reply(data=[{"taskType": "mediaStorage", "taskUUID": tu, "mediaUUID": media_uuid}])

@@ -1,0 +1,175 @@
+"""What runs next to the pipeline: render one job (generate + encode), and the child main loop.
+
+:func:`render` is shared by both executors. It loads the inputs from local paths, calls
+``pipeline.generate`` with a step callback, and encodes every result with
+:func:`wanflash.media.encode.encode_video` into the job's ``out_dir``. When the request brought
+its own audio track (``inputs.audio``) and the pipeline made none, that track is the soundtrack.
+
+:func:`child_main` is the entry point of the ``subprocess`` executor's spawned process: it
+builds the pipeline once from the factory, ``load()``s it, reports :class:`Ready` (or
+:class:`LoadFailed`), then serves :class:`RunJob` messages until :class:`Shutdown` or EOF. A
+:class:`Cancel` for the running job is noticed at the next denoising step. This module imports
+torch only through the factory, inside the child.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wanflash.errors import JobCancelled, JobFailed
+from wanflash.jobs.model import JobSpec
+from wanflash.worker.protocol import (
+    Cancel,
+    Cancelled,
+    Done,
+    Failed,
+    LoadFailed,
+    OutputFile,
+    Progress,
+    Ready,
+    RunJob,
+    Shutdown,
+)
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+    from wanflash.pipelines.base import AudioTrack, VideoPipeline
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
+
+PipelineFactory = Callable[["Settings"], "VideoPipeline"]
+
+
+def resolve_factory(factory: PipelineFactory | str) -> PipelineFactory:
+    """A callable, or a ``"package.module:attribute"`` string naming one."""
+    if callable(factory):
+        return factory
+    module, _, attr = factory.partition(":")
+    if not module or not attr:
+        raise ValueError(f"pipeline factory must be 'module:attribute', got {factory!r}")
+    obj = getattr(importlib.import_module(module), attr)
+    if not callable(obj):
+        raise TypeError(f"{factory!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def decode_audio(path: str) -> "AudioTrack":
+    """The whole track as float32 (channels, samples) at its native rate."""
+    import av
+    import numpy as np
+
+    from wanflash.pipelines.base import AudioTrack
+
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout="stereo" if stream.channels > 1 else "mono",
+                                      rate=stream.rate)
+        chunks: list[Any] = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+        samples = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((1, 0), np.float32)
+        return AudioTrack(samples=samples, rate=int(stream.rate))
+
+
+def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None]) -> Done:
+    """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
+    from PIL import Image
+
+    from wanflash.media.encode import encode_video
+
+    spec = JobSpec.model_validate_json(job.spec_json)
+    image = None
+    if job.image_path:
+        with Image.open(job.image_path) as im:
+            image = im.convert("RGB")
+    result = pipeline.generate(spec, on_step, image=image)
+    if len(result.videos) != spec.number_results:
+        raise JobFailed("inferenceError",
+                        f"pipeline returned {len(result.videos)} videos, expected {spec.number_results}")
+    input_track = decode_audio(job.audio_path) if job.audio_path and spec.audio else None
+    on_step(0, len(result.videos), "encode")
+    outputs: list[OutputFile] = []
+    out_dir = Path(job.out_dir)
+    for i, frames in enumerate(result.videos):
+        track = result.audio[i] if i < len(result.audio) else None
+        if track is None:
+            track = input_track
+        path = out_dir / f"{i}{SUFFIXES[spec.output_format]}"
+        encode_video(frames, path, fps=spec.fps, fmt=spec.output_format, quality=spec.output_quality,
+                     audio=track if spec.audio else None)
+        seed = result.seeds[i] if i < len(result.seeds) else spec.seeds[i]
+        outputs.append(OutputFile(index=i, path=str(path), seed=int(seed), fmt=spec.output_format))
+        on_step(i + 1, len(result.videos), "encode")
+    return Done(task_uuid=job.task_uuid, outputs=outputs, info=dict(result.info))
+
+
+def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None]
+               ) -> Done | Failed | Cancelled:
+    """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
+    try:
+        return render(pipeline, job, on_step)
+    except JobCancelled:
+        return Cancelled(job.task_uuid)
+    except JobFailed as exc:
+        return Failed(job.task_uuid, exc.code, exc.message, exc.retryable)
+    except MemoryError as exc:
+        return Failed(job.task_uuid, "outOfMemory", f"out of memory: {exc}", False)
+    except Exception as exc:  # a pipeline bug must fail the task, not kill the child
+        log.exception("job %s failed", job.task_uuid)
+        name = type(exc).__name__
+        code = "outOfMemory" if "OutOfMemory" in name else "inferenceError"
+        return Failed(job.task_uuid, code, f"{name}: {exc}", False)
+
+
+def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Settings") -> None:
+    """Entry point of the executor child (multiprocessing spawn)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(name)s: %(message)s")
+    t0 = time.monotonic()
+    try:
+        pipeline = resolve_factory(factory)(settings)
+        pipeline.load()
+    except Exception as exc:
+        log.exception("pipeline load failed")
+        conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(Ready(getattr(pipeline, "name", type(pipeline).__name__), time.monotonic() - t0))
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if isinstance(msg, Shutdown):
+            return
+        if not isinstance(msg, RunJob):
+            continue  # a Cancel for a job that already finished
+        job = msg
+        last_sent = 0.0
+
+        def on_step(step: int, total: int, stage: str, job: RunJob = job) -> None:
+            nonlocal last_sent
+            # Drain control messages without blocking: a Cancel for this job stops the run here.
+            while conn.poll():
+                ctl = conn.recv()
+                if isinstance(ctl, Cancel) and ctl.task_uuid == job.task_uuid:
+                    raise JobCancelled(job.task_uuid)
+                if isinstance(ctl, Shutdown):
+                    raise SystemExit(0)
+            now = time.monotonic()
+            # The supervisor stores ~1 write/s; more messages than that only cost pipe traffic.
+            if now - last_sent >= 0.2 or step == total:
+                last_sent = now
+                conn.send(Progress(job.task_uuid, step, total, stage))
+
+        conn.send(run_safely(pipeline, job, on_step))

@@ -1,0 +1,318 @@
+"""Executors: where the pipeline runs, by name.
+
+* ``subprocess`` (default): one child made with the multiprocessing *spawn* context (no
+  inherited CUDA or event-loop state). It builds the pipeline from a picklable factory, loads
+  it once, and serves jobs over a pipe (:mod:`wanflash.worker.protocol`). If the child dies the
+  running job raises :class:`ExecutorDead` (the supervisor re-queues it) and a fresh child is
+  started for the next job.
+* ``inprocess``: the pipeline lives in this process and jobs run in a worker thread. For tests
+  and debugging; a crash in the pipeline takes the server down with it.
+
+Both expose :class:`Executor`: ``start()`` (non-blocking; loading happens in the background),
+``run(job, on_progress)`` returning :class:`Done` or raising :class:`JobCancelled`,
+:class:`JobFailed` or :class:`ExecutorDead`, ``cancel(task_uuid)``, ``restart()`` and ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
+from wanflash.worker.child import PipelineFactory, child_main, resolve_factory, run_safely
+from wanflash.worker.protocol import (
+    Cancel,
+    Cancelled,
+    Done,
+    Failed,
+    LoadFailed,
+    Progress,
+    Ready,
+    RunJob,
+    Shutdown,
+)
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+    from wanflash.pipelines.base import VideoPipeline
+    from wanflash.pipelines.fake import FakePipeline
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FACTORY = "wanflash.pipelines.registry:create_pipeline"
+OnProgress = Callable[[Progress], None]
+
+
+def fake_pipeline(settings: "Settings") -> "FakePipeline":
+    """A picklable factory for the numpy-only :class:`FakePipeline` (tests, dry runs)."""
+    from wanflash.pipelines.fake import FakePipeline
+
+    return FakePipeline()
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    async def wait_ready(self) -> None: ...
+
+    async def run(self, job: RunJob, on_progress: OnProgress) -> Done: ...
+
+    def cancel(self, task_uuid: str) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def state(self) -> str: ...
+
+
+def _outcome(msg: Done | Failed | Cancelled) -> Done:
+    if isinstance(msg, Done):
+        return msg
+    if isinstance(msg, Cancelled):
+        raise JobCancelled(msg.task_uuid)
+    raise JobFailed(msg.code, msg.message, retryable=msg.retryable)
+
+
+class InProcessExecutor:
+    """Pipeline in this process; each job runs in a thread so the event loop stays free."""
+
+    name = "inprocess"
+
+    def __init__(self, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._pipeline: VideoPipeline | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._cancel: dict[str, threading.Event] = {}
+        self._error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self._error:
+            return "failed"
+        return "ready" if self._pipeline is not None else "loading"
+
+    def start(self) -> None:
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        def load() -> "VideoPipeline":
+            pipe = resolve_factory(self._factory)(self._settings)
+            pipe.load()
+            return pipe
+
+        try:
+            self._pipeline = await asyncio.to_thread(load)
+        except Exception as exc:
+            log.exception("pipeline load failed")
+            self._error = f"{type(exc).__name__}: {exc}"
+
+    async def wait_ready(self) -> None:
+        self.start()
+        assert self._loading is not None  # set by start(); not input validation
+        await asyncio.shield(self._loading)
+        if self._error or self._pipeline is None:
+            raise JobFailed("modelNotReady", f"the model failed to load: {self._error}")
+
+    async def run(self, job: RunJob, on_progress: OnProgress) -> Done:
+        await self.wait_ready()
+        pipeline = self._pipeline
+        assert pipeline is not None
+        loop = asyncio.get_running_loop()
+        flag = self._cancel.setdefault(job.task_uuid, threading.Event())
+
+        def on_step(step: int, total: int, stage: str) -> None:
+            if flag.is_set():
+                raise JobCancelled(job.task_uuid)
+            loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
+
+        try:
+            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step))
+        finally:
+            self._cancel.pop(job.task_uuid, None)
+
+    def cancel(self, task_uuid: str) -> None:
+        if task_uuid in self._cancel:
+            self._cancel[task_uuid].set()
+
+    async def restart(self) -> None:
+        # A hung thread cannot be killed; the best in-process answer is to stop it at its next step.
+        for flag in self._cancel.values():
+            flag.set()
+
+    async def stop(self) -> None:
+        await self.restart()
+
+
+_DEAD = object()
+
+
+class _Child:
+    """One spawned child plus a reader thread that forwards its messages into asyncio."""
+
+    def __init__(self, settings: "Settings", factory: PipelineFactory | str, loop: asyncio.AbstractEventLoop
+                 ) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=child_main, args=(child_conn, factory, settings),
+                                   name="wanflash-executor", daemon=True)
+        self.process.start()
+        child_conn.close()  # the parent keeps only its end, so EOF is seen when the child dies
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.ready: asyncio.Future[Ready] = loop.create_future()
+        self._loop = loop
+        self._reader = threading.Thread(target=self._read, name="wanflash-executor-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                self._loop.call_soon_threadsafe(self._deliver, _DEAD)
+                return
+            self._loop.call_soon_threadsafe(self._deliver, msg)
+
+    def _deliver(self, msg: Any) -> None:
+        if not self.ready.done():
+            if isinstance(msg, Ready):
+                self.ready.set_result(msg)
+                return
+            if isinstance(msg, LoadFailed):
+                self.ready.set_exception(JobFailed("modelNotReady", f"the model failed to load: {msg.message}"))
+                return
+            if msg is _DEAD:
+                self.ready.set_exception(ExecutorDead("the executor process exited while loading the model"))
+        self.inbox.put_nowait(msg)
+
+    def send(self, msg: Any) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            raise ExecutorDead(f"executor pipe closed: {exc}") from None
+
+    def kill(self, timeout: float = 5.0) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout)
+        self.conn.close()
+
+
+class SubprocessExecutor:
+    """The pipeline in a spawned child that is restarted when it dies."""
+
+    name = "subprocess"
+
+    def __init__(self, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._child: _Child | None = None
+        self._lock = asyncio.Lock()
+        self._current: str | None = None
+        self.restarts = 0
+
+    @property
+    def state(self) -> str:
+        child = self._child
+        if child is None:
+            return "stopped"
+        if not child.ready.done():
+            return "loading"
+        if child.ready.exception() is not None:
+            return "failed"
+        return "ready" if child.process.is_alive() else "dead"
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.process.pid if self._child else None
+
+    def start(self) -> None:
+        if self._child is None:
+            self._child = _Child(self._settings, self._factory, asyncio.get_running_loop())
+
+    async def wait_ready(self) -> None:
+        self.start()
+        assert self._child is not None
+        await asyncio.shield(self._child.ready)
+
+    async def run(self, job: RunJob, on_progress: OnProgress) -> Done:
+        async with self._lock:  # one job at a time per child
+            if self._child is not None and not self._child.process.is_alive():
+                await self._replace()
+            await self.wait_ready()
+            child = self._child
+            assert child is not None
+            self._current = job.task_uuid
+            try:
+                child.send(job)
+                while True:
+                    msg = await child.inbox.get()
+                    if msg is _DEAD:
+                        code = child.process.exitcode
+                        await self._replace()
+                        raise ExecutorDead(f"the executor process died (exit code {code}) while running the job")
+                    if isinstance(msg, Progress):
+                        if msg.task_uuid == job.task_uuid:
+                            on_progress(msg)
+                    elif isinstance(msg, (Done, Failed, Cancelled)) and msg.task_uuid == job.task_uuid:
+                        return _outcome(msg)
+            except asyncio.CancelledError:
+                # The supervisor gave up on this run (deadline, lost lease, shutdown): the child may
+                # be mid-step and cannot be interrupted cleanly, so replace it.
+                await self._replace()
+                raise
+            finally:
+                self._current = None
+
+    def cancel(self, task_uuid: str) -> None:
+        if self._child is not None and self._current == task_uuid:
+            try:
+                self._child.send(Cancel(task_uuid))
+            except ExecutorDead:
+                pass
+
+    async def _replace(self) -> None:
+        old, self._child = self._child, None
+        if old is not None:
+            await asyncio.to_thread(old.kill)
+        self.restarts += 1
+        log.warning("restarting the executor process (restart #%d)", self.restarts)
+        self.start()
+
+    async def restart(self) -> None:
+        await self._replace()
+
+    async def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        try:
+            child.send(Shutdown())
+        except ExecutorDead:
+            pass
+        await asyncio.to_thread(child.process.join, 5.0)
+        await asyncio.to_thread(child.kill)
+
+
+def create_executor(settings: "Settings", factory: PipelineFactory | str | None = None,
+                    kind: str | None = None) -> Executor:
+    """``settings.executor`` (or ``kind``) -> an executor running pipelines from ``factory``."""
+    chosen = kind or settings.executor
+    f: PipelineFactory | str = factory if factory is not None else DEFAULT_FACTORY
+    if chosen == "subprocess":
+        return SubprocessExecutor(settings, f)
+    if chosen == "inprocess":
+        return InProcessExecutor(settings, f)
+    raise ValueError(f"unknown executor {chosen!r}; choose 'subprocess' or 'inprocess'")
