@@ -387,3 +387,39 @@ async def test_guarded_request_does_not_follow_redirects() -> None:
         resp = await ssrf.guarded_request("POST", srv.url("/hook"), content=b"{}", allow_loopback=True)
     assert resp.status == 302 and [r.path for r in srv.requests] == ["/hook"]
     assert srv.requests[0].body == b"{}"
+
+
+async def test_compressed_response_refused_and_identity_requested() -> None:
+    import gzip
+
+    async def h(req: Req, w: asyncio.StreamWriter) -> None:
+        await respond(w, 200, gzip.compress(b"\0" * 5_000_000), {"content-encoding": "gzip"})
+
+    async with LoopbackServer(h) as srv:
+        with pytest.raises(InvalidRequest) as ei:
+            await ssrf.fetch_bytes(srv.url(), parameter="p", max_bytes=1_000_000, deadline_s=5, allow_loopback=True)
+    assert code_of(ei) == "inputFetchFailed" and "gzip" in ei.value.errors[0].message
+    assert srv.requests[0].headers["accept-encoding"] == "identity"
+
+
+async def test_https_request_pinned_to_ip_with_sni_and_host() -> None:
+    """Shape of what reaches the transport: IP literal URL, Host and TLS SNI/cert name = original host."""
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["2606:4700::1111", "93.184.215.14"]
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        resp = await ssrf.guarded_request("POST", "https://hooks.example.com/x?y=1", content=b"{}",
+                                          resolver=resolver, client=client)
+    assert resp.status == 204
+    (req,) = seen
+    assert req.url.host == "93.184.215.14" and req.url.scheme == "https" and req.url.query == b"y=1"
+    assert req.headers["host"] == "hooks.example.com"
+    assert req.extensions["sni_hostname"] == "hooks.example.com"

@@ -16,6 +16,8 @@ Guarantees (reliability.md §1):
   so there is no second DNS lookup to rebind; keep-alive is off so no TLS session is reused across hosts;
 * redirects are never followed by httpx: :func:`fetch_bytes` follows at most 3 itself, re-checking each
   hop; :func:`guarded_request` (webhooks, uploads) returns 3xx as a response;
+* ``Accept-Encoding: identity`` is sent and a compressed input response is refused (a gzip body would
+  slip past the byte cap);
 * the response body is streamed against a byte cap (declared ``Content-Length`` checked first, bytes
   counted anyway) and the whole operation (DNS + connect + send + read, all hops) runs under one
   ``asyncio`` deadline, because httpx timeouts are per read and a slow drip would defeat them.
@@ -275,17 +277,27 @@ def new_client(per_step_timeout_s: float = 15.0) -> httpx.AsyncClient:
 
 async def _read_capped(resp: httpx.Response, max_bytes: int, truncate: bool = False) -> bytes:
     """Read at most ``max_bytes``; above it raise (inputs) or keep the head and stop (webhook/upload replies)."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") and not truncate:
+        # We ask for identity; a compressed body would defeat the byte cap (and is not the media file).
+        raise FetchError(f"response uses Content-Encoding {encoding!r}; identity required", kind="http")
     declared = resp.headers.get("content-length")
     if not truncate and declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise FetchError(f"response declares {int(declared)} bytes, limit {max_bytes}", kind="too_large")
     buf = bytearray()
-    async for chunk in resp.aiter_raw():
+    # A response a custom transport already read (e.g. httpx.MockTransport) is checked as a whole.
+    chunks = _one_chunk(resp.content) if resp.is_stream_consumed else resp.aiter_raw()
+    async for chunk in chunks:
         buf += chunk
         if len(buf) > max_bytes:
             if truncate:
                 return bytes(buf[:max_bytes])
             raise FetchError(f"response larger than {max_bytes} bytes", kind="too_large")
     return bytes(buf)
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _one_hop(
@@ -310,6 +322,7 @@ async def _one_hop(
         pinned = target.url.copy_with(host=str(ip))
         hdrs = httpx.Headers(headers or {})
         hdrs["Host"] = host_header
+        hdrs["Accept-Encoding"] = "identity"  # bodies are counted raw; no decompression bombs
         extensions = {}
         if target.url.scheme == "https" and target.literal is None:
             extensions["sni_hostname"] = target.host
