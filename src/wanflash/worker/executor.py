@@ -137,6 +137,9 @@ class InProcessExecutor:
 
         try:
             return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step))
+        except asyncio.CancelledError:
+            flag.set()  # a thread cannot be killed: make it stop at its next step
+            raise
         finally:
             self._cancel.pop(job.task_uuid, None)
 

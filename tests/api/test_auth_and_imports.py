@@ -1,0 +1,58 @@
+"""API keys (hash-only storage, CLI, first-start key) and the no-torch import rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wanflash.api.auth import KeyRing, db_path, ensure_first_key, hash_key
+from wanflash.cli import main as cli_main
+from wanflash.config import Settings
+from wanflash.jobs.store import TaskStore
+
+
+def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "d")
+    assert cli_main(["keys", "create", "--data-dir", data]) == 0
+    raw = capsys.readouterr().out.strip().splitlines()[-1]
+    assert raw.startswith("wf_")
+    settings = Settings(data_dir=Path(data))
+    store = TaskStore(db_path(settings))
+    assert KeyRing(settings, store).verify(raw)
+    assert not KeyRing(settings, store).verify(raw + "x")
+    # Only the hash is on disk.
+    assert raw.encode() not in db_path(settings).read_bytes()
+    assert store.key_hash_active(hash_key(raw))
+    store.close()
+    assert cli_main(["keys", "list", "--data-dir", data]) == 0
+    key_id = raw.split("_")[1]
+    assert key_id in capsys.readouterr().out
+    assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 0
+    store = TaskStore(db_path(settings))
+    assert not KeyRing(settings, store).verify(raw)
+    store.close()
+    assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 1
+
+
+def test_first_key_only_once_and_settings_keys(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = TaskStore(db_path(settings))
+    raw = ensure_first_key(settings, store)
+    assert raw and KeyRing(settings, store).verify(raw)
+    assert ensure_first_key(settings, store) is None
+    with_env_key = Settings(data_dir=tmp_path / "other", api_keys="a, b")
+    other = TaskStore(db_path(with_env_key))
+    assert ensure_first_key(with_env_key, other) is None  # settings keys count as keys
+    ring = KeyRing(with_env_key, other)
+    assert ring.verify("a") and ring.verify("b") and not ring.verify("c") and not ring.verify(None)
+    store.close()
+    other.close()
+
+
+def test_api_does_not_import_torch() -> None:
+    code = ("import wanflash.api, wanflash.api.app, wanflash.api.server, wanflash.worker.supervisor, sys; "
+            "assert 'torch' not in sys.modules, 'torch imported'; assert 'diffusers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

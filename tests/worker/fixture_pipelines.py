@@ -1,0 +1,53 @@
+"""Failure-mode pipelines for the worker tests (module-level factories: picklable for spawn)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from wanflash.errors import JobFailed
+from wanflash.pipelines.fake import FakePipeline
+
+
+class ExitOnce(FakePipeline):
+    """Kills its own process (os._exit) on the first job ever; later children behave."""
+
+    def __init__(self, marker: Path) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        if not self.marker.exists():
+            self.marker.touch()
+            os._exit(3)
+        return super().generate(spec, on_step or (lambda *a: None), image=image)
+
+
+def exit_once(settings: Any) -> ExitOnce:
+    return ExitOnce(Path(settings.data_dir) / "exit-once.marker")
+
+
+class Broken(FakePipeline):
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        if "retry" in spec.positive_prompt:
+            raise JobFailed("inferenceError", "transient", retryable=True)
+        raise RuntimeError("boom")
+
+
+def broken(settings: Any) -> Broken:
+    return Broken()
+
+
+def slow(settings: Any) -> FakePipeline:
+    return FakePipeline(steps=200, step_seconds=0.02)
+
+
+def fail_to_load(settings: Any) -> FakePipeline:
+    raise FileNotFoundError("no weights here")
+
+
+def sleepy_load(settings: Any) -> FakePipeline:
+    time.sleep(0.5)
+    return FakePipeline()
