@@ -111,6 +111,9 @@ class WanVideoPipeline:
         if self.i2v is not None:
             return
         diffusers_logging.disable_progress_bar()
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
         if not (self.root / "model_index.json").is_file():
             raise FileNotFoundError(f"no diffusers pipeline (model_index.json) in {self.root}")
         # Wan's VAE is numerically fragile in half precision; keep it in float32 as upstream advises.

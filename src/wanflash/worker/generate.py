@@ -1,0 +1,159 @@
+"""``wanflash generate``: one request through validation, the engine and the encoder, no server.
+
+The command builds the same wire task a client would send, so it is checked by the same
+:func:`~wanflash.api.validation.parse_video_task` and planned by the same
+:func:`~wanflash.api.validation.plan_job`; a bad flag prints Runware's error naming the
+parameter and exits 2. Every output is probed before the command reports success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from wanflash import MODEL_ID
+from wanflash.errors import InvalidRequest, JobCancelled
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from wanflash.config import Settings
+
+
+def build_task(args: argparse.Namespace) -> dict[str, Any]:
+    """The wire ``videoInference`` task the flags describe (unset flags are left out)."""
+    task: dict[str, Any] = {
+        "taskType": "videoInference",
+        "taskUUID": str(uuid.uuid4()),
+        "model": MODEL_ID,
+        "positivePrompt": args.prompt,
+    }
+    optional = {
+        "negativePrompt": args.negative_prompt,
+        "duration": args.duration,
+        "resolution": args.resolution,
+        "width": args.width,
+        "height": args.height,
+        "outputFormat": args.format.upper() if args.format else None,
+        "outputQuality": args.quality,
+        "seed": args.seed,
+        "numberResults": args.number_results,
+    }
+    task.update({k: v for k, v in optional.items() if v is not None})
+    if args.image:
+        task["inputs"] = {"frameImages": [{"image": args.image, "frame": "first"}]}
+    if args.no_audio:
+        task["providerSettings"] = {"alibaba": {"audio": False}}
+    return task
+
+
+def load_image(ref: str, settings: Settings) -> Image.Image:
+    """A local path or an http(s) URL, decoded and size-checked."""
+    from PIL import Image
+
+    if ref.lower().startswith(("http://", "https://")):
+        import httpx
+
+        resp = httpx.get(ref, timeout=settings.fetch_timeout_seconds, follow_redirects=True)
+        resp.raise_for_status()
+        if len(resp.content) > settings.max_input_bytes:
+            raise ValueError(f"image at {ref} is larger than {settings.max_input_bytes} bytes")
+        data = resp.content
+    else:
+        data = Path(ref).expanduser().read_bytes()
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > settings.max_image_pixels:
+        raise ValueError(f"image is {img.width}x{img.height}, more than {settings.max_image_pixels} pixels")
+    img.load()
+    return img.convert("RGB")
+
+
+class ProgressBar:
+    """A one-line text bar on a terminal stream; plain lines when it is not a terminal."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.start = time.monotonic()
+        self.tty = stream.isatty()
+
+    def __call__(self, step: int, total: int, stage: str) -> None:
+        filled = int(self.width * step / max(1, total))
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"{stage} [{bar}] {step}/{total} {time.monotonic() - self.start:5.1f}s"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if step >= total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def output_paths(output: Path, n: int) -> list[Path]:
+    """``out.mp4`` for one result; ``out-1.mp4``, ``out-2.mp4`` ... for several."""
+    if n == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(1, n + 1)]
+
+
+def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
+    from wanflash.api.validation import ResolvedInputs, parse_video_task, plan_job
+    from wanflash.pipelines.profiles import get_profile
+
+    err = sys.stderr
+    task = build_task(args)
+    try:
+        parsed = parse_video_task(task)
+    except InvalidRequest as exc:
+        for e in exc.errors:
+            print(f"error: {e.parameter or '-'}: {e.message} ({e.code})", file=err)
+        return 2
+
+    image = None
+    if args.image:
+        try:
+            image = load_image(args.image, settings)
+        except Exception as exc:  # any unreadable input is the caller's error, named by parameter
+            print(f"error: inputs.frameImages: cannot read image {args.image!r}: {exc}", file=err)
+            return 2
+    profile = get_profile(settings.profile)
+    inputs = ResolvedInputs(image_key=args.image, image_size=image.size if image else None)
+    spec = plan_job(parsed, profile=profile, inputs=inputs)
+
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{spec.width}x{spec.height}, {spec.duration}s at {spec.fps} fps ({spec.num_frames} frames), "
+          f"{spec.output_format}, profile {profile.name}", file=err)
+
+    from wanflash.media.encode import encode_video
+    from wanflash.media.probe import probe_file
+    from wanflash.pipelines.registry import create_pipeline
+
+    t0 = time.monotonic()
+    pipe = create_pipeline(settings)
+    pipe.load()
+    print(f"loaded {profile.name} in {time.monotonic() - t0:.1f}s", file=err)
+    try:
+        result = pipe.generate(spec, ProgressBar(err), image=image)
+    except JobCancelled:
+        print("cancelled", file=err)
+        return 130
+
+    paths = output_paths(output, len(result.videos))
+    for path, video, seed, audio in zip(paths, result.videos, result.seeds,
+                                        result.audio or [None] * len(result.videos)):
+        encode_video(video, path, fps=spec.fps, fmt=spec.output_format, quality=spec.output_quality,
+                     audio=audio if spec.audio else None)
+        info = probe_file(path)
+        if (info.width, info.height) != (spec.width, spec.height) or abs(info.frames - spec.num_frames) > 1:
+            print(f"error: {path} probes as {info.width}x{info.height}, {info.frames} frames; expected "
+                  f"{spec.width}x{spec.height}, {spec.num_frames}", file=err)
+            return 1
+        print(f"seed {seed}: {path} ({info.video_codec}, {info.width}x{info.height}, {info.fps:g} fps, "
+              f"{info.duration:.2f}s, {info.size_bytes} bytes)")
+    print(f"done in {time.monotonic() - t0:.1f}s", file=err)
+    return 0
