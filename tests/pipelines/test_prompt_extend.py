@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import io
 import json
 import os
 import socket
-import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,68 +411,3 @@ def test_openai_unreachable_passes_through() -> None:
 # -- SDKs ignore an extra result field ------------------------------------------------------------
 
 
-def _runware_dir() -> Path:
-    spec = importlib.util.find_spec("runware")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("runware SDK not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _load_file(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_RESULT = {
-    "taskType": "videoInference",
-    "taskUUID": "6c4d3a8e-3a43-4a8d-9f4b-0d3f0f1d2e3c",
-    "status": "success",
-    "videoUUID": "v-1",
-    "videoURL": "http://127.0.0.1/v.mp4",
-    "seed": 7,
-    "cost": 0.125,
-    "extendedPrompt": "A cat walks to the left as the camera pans.",
-    "shots": [{"duration": 3, "prompt": "a", "transition": "continue"}],
-}
-
-
-def test_sdk_ignores_extra_result_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    """runware 0.5.24 builds IVideo with utils.instantiateDataclass, which drops unknown keys;
-    runware-sdk 1.8.0 returns the result dicts as they came. Both packages install into the same
-    ``runware`` directory (0.5.24's types.py / utils.py are shadowed by 1.8.0's types/ and utils/
-    packages, and ``import runware`` fails), so each is loaded from its own files here."""
-    d = _runware_dir()
-    if not (d / "types.py").is_file() or not (d / "utils.py").is_file():
-        pytest.skip("runware 0.5.24 files not present")
-    if importlib.util.find_spec("aiofiles") is None:  # 0.5.24's utils imports it at module level
-        monkeypatch.setitem(sys.modules, "aiofiles", types.ModuleType("aiofiles"))
-    pkg = types.ModuleType("_runware_0524")
-    pkg.__path__ = []  # nothing is found by import: each module is loaded from its file below
-    monkeypatch.setitem(sys.modules, "_runware_0524", pkg)
-    rw_types = _load_file("_runware_0524.types", d / "types.py")
-    rw_utils = _load_file("_runware_0524.utils", d / "utils.py")
-    try:
-        (video,) = rw_utils.instantiateDataclassList(rw_types.IVideo, [_RESULT])
-        assert isinstance(video, rw_types.IVideo)
-        assert video.videoURL == _RESULT["videoURL"] and video.seed == 7 and video.cost == 0.125
-        assert not hasattr(video, "extendedPrompt")
-    finally:
-        sys.modules.pop("_runware_0524.types", None)
-        sys.modules.pop("_runware_0524.utils", None)
-
-    if not (d / "client.py").is_file() or not (d / "types").is_dir():
-        pytest.skip("runware-sdk 1.8.0 files not present")
-    pkg18 = types.ModuleType("_runware_sdk")
-    pkg18.__path__ = [str(d)]  # relative imports resolve to 1.8.0's modules and packages
-    monkeypatch.setitem(sys.modules, "_runware_sdk", pkg18)
-    try:
-        client = importlib.import_module("_runware_sdk.client")
-        (item,) = client._extract_items({"data": [dict(_RESULT)]})
-        assert item == _RESULT  # passed through untouched, extra fields included
-    finally:
-        for name in [m for m in sys.modules if m.startswith("_runware_sdk.")]:
-            sys.modules.pop(name, None)

@@ -76,6 +76,12 @@ def poll_reply(record: TaskRecord, sign_url: SignUrl, *, default_ttl: int) -> Po
             }
             if spec.include_cost:
                 out["cost"] = round(spec.cost / max(1, n), 6)
+            pe = r.get("promptExtend")
+            if pe:
+                # Extra field (the SDKs ignore unknown keys): the prompt actually generated from,
+                # and whether an extender rewrote it (false: no backend, or it failed).
+                out["extendedPrompt"] = pe.get("prompt")
+                out["promptExtended"] = bool(pe.get("extended"))
             items.append(out)
         return PollReply(data=items)
     code = record.error_code or ("taskCancelled" if record.state is TaskState.CANCELLED else "inferenceError")

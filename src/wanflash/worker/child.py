@@ -4,6 +4,9 @@
 ``pipeline.generate`` with a step callback, and encodes every result with
 :func:`wanflash.media.encode.encode_video` into the job's ``out_dir``. When the request brought
 its own audio track (``inputs.audio``) and the pipeline made none, that track is the soundtrack.
+With ``promptExtend`` the prompt is first rewritten by the configured extender (which never
+raises; without a backend the prompt passes through and the result says so); what was used is
+returned in ``Done.info["promptExtend"]`` and stored on the task.
 
 :func:`child_main` is the entry point of the ``subprocess`` executor's spawned process: it
 builds the pipeline once from the factory, ``load()``s it, reports :class:`Ready` (or
@@ -40,6 +43,7 @@ from wanflash.worker.protocol import (
 if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.pipelines.base import AudioTrack, VideoPipeline
+    from wanflash.pipelines.prompt_extend import PromptExtender
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,20 @@ def decode_audio(path: str) -> "AudioTrack":
         return AudioTrack(samples=samples, rate=int(stream.rate))
 
 
-def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None]) -> Done:
+def extend_prompt(spec: JobSpec, image: Any, extender: "PromptExtender | None",
+                  on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, dict[str, Any] | None]:
+    """Apply promptExtend: the spec to generate from, and what to report back (None when off)."""
+    if not spec.prompt_extend or extender is None:
+        return spec, None
+    ext = extender.extend(spec.positive_prompt, image=image, duration=spec.duration, shot_type=spec.shot_type)
+    info = ext.to_dict()
+    if not ext.extended:
+        return spec, info
+    return spec.model_copy(update={"positive_prompt": ext.prompt}), info
+
+
+def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
+           extender: "PromptExtender | None" = None) -> Done:
     """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
     from PIL import Image
 
@@ -93,6 +110,7 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
     if job.image_path:
         with Image.open(job.image_path) as im:
             image = im.convert("RGB")
+    spec, prompt_info = extend_prompt(spec, image, extender, on_step)
     result = pipeline.generate(spec, on_step, image=image)
     if len(result.videos) != spec.number_results:
         raise JobFailed("inferenceError",
@@ -111,14 +129,17 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
         seed = result.seeds[i] if i < len(result.seeds) else spec.seeds[i]
         outputs.append(OutputFile(index=i, path=str(path), seed=int(seed), fmt=spec.output_format))
         on_step(i + 1, len(result.videos), "encode")
-    return Done(task_uuid=job.task_uuid, outputs=outputs, info=dict(result.info))
+    info = dict(result.info)
+    if prompt_info is not None:
+        info["promptExtend"] = prompt_info
+    return Done(task_uuid=job.task_uuid, outputs=outputs, info=info)
 
 
-def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None]
-               ) -> Done | Failed | Cancelled:
+def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
+               extender: "PromptExtender | None" = None) -> Done | Failed | Cancelled:
     """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
     try:
-        return render(pipeline, job, on_step)
+        return render(pipeline, job, on_step, extender)
     except JobCancelled:
         return Cancelled(job.task_uuid)
     except JobFailed as exc:
@@ -137,8 +158,11 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(name)s: %(message)s")
     t0 = time.monotonic()
     try:
+        from wanflash.pipelines.prompt_extend import create_extender
+
         pipeline = resolve_factory(factory)(settings)
         pipeline.load()
+        extender = create_extender(settings)
     except Exception as exc:
         log.exception("pipeline load failed")
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
@@ -172,4 +196,4 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
                 last_sent = now
                 conn.send(Progress(job.task_uuid, step, total, stage))
 
-        conn.send(run_safely(pipeline, job, on_step))
+        conn.send(run_safely(pipeline, job, on_step, extender))

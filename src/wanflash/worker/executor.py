@@ -37,6 +37,7 @@ from wanflash.worker.protocol import (
 )
 
 if TYPE_CHECKING:
+    from wanflash.pipelines.prompt_extend import PromptExtender
     from wanflash.config import Settings
     from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.fake import FakePipeline
@@ -90,6 +91,7 @@ class InProcessExecutor:
         self._settings = settings
         self._factory = factory
         self._pipeline: VideoPipeline | None = None
+        self._extender: PromptExtender | None = None
         self._loading: asyncio.Task[None] | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._error: str | None = None
@@ -111,7 +113,10 @@ class InProcessExecutor:
             return pipe
 
         try:
+            from wanflash.pipelines.prompt_extend import create_extender
+
             self._pipeline = await asyncio.to_thread(load)
+            self._extender = create_extender(self._settings)
         except Exception as exc:
             log.exception("pipeline load failed")
             self._error = f"{type(exc).__name__}: {exc}"
@@ -136,7 +141,7 @@ class InProcessExecutor:
             loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
 
         try:
-            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step))
+            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step, self._extender))
         except asyncio.CancelledError:
             flag.set()  # a thread cannot be killed: make it stop at its next step
             raise

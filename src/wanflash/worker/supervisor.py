@@ -196,4 +196,6 @@ class Supervisor:
                 "audio": info.audio_codec is not None,
                 "bytes": path.stat().st_size,
             })
+            if "promptExtend" in done.info:
+                results[-1]["promptExtend"] = done.info["promptExtend"]
         return results
