@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 60.0
     fetch_timeout_seconds: float = 20.0
+    body_deadline_seconds: float = 30.0  # a request body must arrive within this (slow-drip bodies get 408)
+    rate_limit_per_s: float = 20.0  # per API key: token refill rate for tasks (ping excluded)
+    rate_limit_burst: int = 40  # per API key: tasks allowed at once before the rate applies
+    max_in_flight_per_key: int = 16  # per API key: videoInference tasks queued + running (counted in the store)
 
     # -- delivery
     url_secret: str | None = Field(default=None, description="HMAC key for signed media URLs")

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from wanflash.api import http
 from wanflash.api.auth import KeyRing, db_path
 from wanflash.api.inputs import InputResolver
+from wanflash.api.limits import BodyLimits
 from wanflash.api.tasks import TaskRouter
 from wanflash.api.ws import Session
 from wanflash.config import Settings
@@ -90,6 +92,10 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
             Route("/health", http.health, methods=["GET"]),
         ],
         lifespan=lifespan,
+        # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
+        # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.
+        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes,  # type: ignore[arg-type]
+                               body_deadline_s=settings.body_deadline_seconds)],
     )
     app.state.services = services
     return app

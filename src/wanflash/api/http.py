@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from wanflash.api.auth import hash_key
+from wanflash.api.limits import retry_after_header
 from wanflash.api.tasks import Reply, error_reply
 from wanflash.api.ws import INVALID_KEY, PONG
 from wanflash.storage.base import InvalidKey, check_key, content_type_for
@@ -33,7 +35,8 @@ def _services(request: Request) -> "Services":
 
 
 def _json(reply: Reply) -> JSONResponse:
-    return JSONResponse(reply.frame(), status_code=reply.status)
+    headers = {"Retry-After": retry_after_header(reply.retry_after)} if reply.retry_after is not None else None
+    return JSONResponse(reply.frame(), status_code=reply.status, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -76,6 +79,7 @@ async def rest(request: Request) -> Response:
     if not await asyncio.to_thread(svc.keys.verify, api_key):
         return JSONResponse({"errors": [INVALID_KEY]}, status_code=401)
 
+    key_hash = hash_key(api_key) if isinstance(api_key, str) else None
     base_url = str(request.base_url).rstrip("/")
     replies: list[Reply] = []
     pending = []
@@ -84,7 +88,7 @@ async def rest(request: Request) -> Response:
             replies.append(Reply(data=list(PONG["data"])))
         else:
             replies.append(Reply())
-            pending.append((len(replies) - 1, svc.router.handle(task, base_url)))
+            pending.append((len(replies) - 1, svc.router.handle(task, base_url, key_hash)))
     for (i, _), reply in zip(pending, await asyncio.gather(*(c for _, c in pending))):
         replies[i] = reply
     merged = Reply()
@@ -93,6 +97,8 @@ async def rest(request: Request) -> Response:
         merged.errors += r.errors
         if r.errors and merged.status == 200:
             merged.status = r.status
+        if r.retry_after is not None:
+            merged.retry_after = max(merged.retry_after or 0.0, r.retry_after)
     if not merged.data and not merged.errors:
         merged.data = []
         return JSONResponse({"data": []})

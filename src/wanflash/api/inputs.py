@@ -5,24 +5,27 @@ A reference (``inputs.frameImages[].image``, ``inputs.audio``, ``imageUpload.ima
 URL (fetched through :mod:`wanflash.api.ssrf`: public addresses only unless
 ``allow_loopback_fetch``), a ``data:<mime>;base64,...`` URI, or raw base64 (protocol §4).
 
-Images are decoded with Pillow (``verify`` first, then a full load with EXIF orientation
-applied, converted to RGB, pixel count capped) and stored as PNG, so the worker reads one
-known format. Audio is kept as sent after PyAV has demuxed it, found exactly one audio stream,
-and counted the decoded duration (capped). Every failure is an :class:`InvalidRequest` naming
-the parameter, never a 500. Decoding runs in a thread: it is CPU work.
+All decoding is delegated to the hardened checks in :mod:`wanflash.api.media_checks`:
+base64 is decoded strictly with the length cap applied before decoding; images go through a
+format allow-list (JPEG/PNG/WEBP/GIF/BMP), a pixel cap read from the header, truncation
+checks, EXIF orientation and RGB conversion, and are stored as PNG so the worker reads one
+known format; audio is probed with a demuxer chosen by sniffing magic bytes (forced, no
+nested file opens), exactly one allow-listed audio stream, declared and decoded duration
+capped, and is kept as sent. Every failure is an :class:`InvalidRequest` naming the
+parameter, never a 500. Decoding runs in a thread (``asyncio.to_thread``): it is CPU work
+and must not stall WebSocket pings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import re
 import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from wanflash.api.media_checks import decode_base64_input, decode_image, probe_audio, sniff_audio
 from wanflash.api.ssrf import fetch_bytes
 from wanflash.api.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
@@ -34,11 +37,6 @@ if TYPE_CHECKING:
     from wanflash.storage.local import LocalStore
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w-]+=[^;,]*)*;base64,", re.IGNORECASE)
-_B64_CHARS = re.compile(rb"^[A-Za-z0-9+/=_\-\s]+$")
-
-# demuxer names PyAV reports -> the extension we store audio under
-_AUDIO_EXT = {"wav": "wav", "mp3": "mp3", "ogg": "ogg", "flac": "flac", "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
 
 
 @dataclass(frozen=True)
@@ -59,18 +57,6 @@ def _fail(where: _Where, message: str, code: str | None = None) -> InvalidReques
 def _retag(exc: InvalidRequest, where: _Where) -> InvalidRequest:
     return InvalidRequest([replace(e, task_type=e.task_type or where.task_type,
                                    task_uuid=e.task_uuid or where.task_uuid) for e in exc.errors], exc.status)
-
-
-def _b64decode(text: str, where: _Where, max_bytes: int) -> bytes:
-    if len(text) > (max_bytes * 4) // 3 + 8:
-        raise _fail(where, f"{where.parameter} is larger than {max_bytes} bytes.", "inputTooLarge")
-    raw = "".join(text.split())
-    try:
-        if "-" in raw or "_" in raw:
-            return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(where, f"{where.parameter} is not valid base64, a data URI, a URL or a known UUID.") from None
 
 
 class InputResolver:
@@ -94,32 +80,22 @@ class InputResolver:
                                          allow_loopback=self.settings.allow_loopback_fetch)
             except InvalidRequest as exc:
                 raise _retag(exc, where) from None
-        if low.startswith("data:"):
-            m = _DATA_URI.match(ref)
-            if not m:
-                raise _fail(where, f"{where.parameter} is a data URI without ';base64,'.")
-            return _b64decode(ref[m.end():], where, self.settings.max_input_bytes)
-        return _b64decode(ref, where, self.settings.max_input_bytes)
+        try:
+            data = await asyncio.to_thread(decode_base64_input, ref, parameter=where.parameter,
+                                           max_bytes=self.settings.max_input_bytes)
+        except InvalidRequest as exc:
+            raise _retag(exc, where) from None
+        if data is None:  # a short string or something URL-like that is not http(s)
+            raise _fail(where, f"{where.parameter} is not valid base64, a data URI, an http(s) URL or a known UUID.")
+        return data
 
     # -- images
 
     def _decode_image(self, data: bytes, where: _Where) -> tuple[bytes, tuple[int, int]]:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                w, h = probe.size
-                if w * h > self.settings.max_image_pixels:
-                    raise _fail(where, f"The image is {w}x{h}; at most {self.settings.max_image_pixels} pixels "
-                                "are accepted.")
-                probe.verify()  # structure check before decoding any pixels
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                rgb = ImageOps.exif_transpose(im).convert("RGB")
-        except InvalidRequest:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise _fail(where, f"{where.parameter} is not a readable image ({type(exc).__name__}).") from None
+            rgb = decode_image(data, parameter=where.parameter, max_pixels=self.settings.max_image_pixels)
+        except InvalidRequest as exc:
+            raise _retag(exc, where) from None
         out = io.BytesIO()
         rgb.save(out, format="PNG", compress_level=1)  # speed over size: it is an internal file
         return out.getvalue(), rgb.size
@@ -133,31 +109,12 @@ class InputResolver:
     # -- audio
 
     def _probe_audio(self, data: bytes, where: _Where) -> tuple[str, float]:
-        import av
-
         try:
-            with av.open(io.BytesIO(data)) as c:
-                streams = c.streams.audio
-                if len(streams) != 1 or c.streams.video:
-                    raise _fail(where, f"{where.parameter} must hold exactly one audio stream and no video.")
-                stream = streams[0]
-                limit = self.settings.max_audio_seconds
-                if c.duration is not None and c.duration / 1e6 > limit + 1:
-                    raise _fail(where, f"The audio is longer than {limit:g} s.")
-                samples = 0
-                for frame in c.decode(stream):  # headers can lie: count what decodes
-                    samples += frame.samples
-                    if samples / stream.rate > limit + 1:
-                        raise _fail(where, f"The audio is longer than {limit:g} s.")
-                fmt = c.format.name
-        except InvalidRequest:
-            raise
-        except (av.FFmpegError, ValueError, IndexError, ZeroDivisionError) as exc:
-            raise _fail(where, f"{where.parameter} is not readable audio ({type(exc).__name__}).") from None
-        if samples == 0:
-            raise _fail(where, f"{where.parameter} holds no audio samples.")
-        ext = _AUDIO_EXT.get(fmt, fmt.split(",")[0] if fmt else "bin")
-        return ext, samples / stream.rate
+            info = probe_audio(data, parameter=where.parameter, max_seconds=self.settings.max_audio_seconds)
+        except InvalidRequest as exc:
+            raise _retag(exc, where) from None
+        # probe_audio only accepts what sniff_audio recognised, so the kind names the container.
+        return sniff_audio(data[:64]) or "bin", info.seconds
 
     # -- public
 

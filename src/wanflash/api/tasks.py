@@ -9,7 +9,16 @@ HTTP status (400 invalid, 404 unknown task, 5xx server side), exactly as protoco
 (:mod:`wanflash.api.inputs`), planned (:func:`plan_job`), persisted, and acknowledged with
 ``{"taskType":"videoInference","taskUUID":T}`` at once. A reused taskUUID is refused with
 ``conflictTaskUUID`` *before* any input is written, so a resubmission cannot touch the inputs
-of the task that owns that id.
+of the task that owns that id. ``webhookURL`` and ``uploadEndpoint`` are checked against the
+SSRF policy at submit (scheme, port, userinfo, literal private/link-local/metadata hosts);
+the send re-checks after DNS resolution.
+
+Abuse limits, per API key (identified by the SHA-256 of the key, never the key itself): a
+token bucket on tasks handled (``rate_limit_per_s``/``rate_limit_burst``; pings are free)
+and a cap on ``videoInference`` tasks queued+running (``max_in_flight_per_key``), counted
+in the task store inside the insert transaction so it holds across restarts and processes.
+Both answer ``rateLimitExceeded`` with HTTP status 429 and ``Reply.retry_after`` (sent as
+``Retry-After`` over REST; over WebSocket the error item carries the taskUUID).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wanflash.api.limits import RateLimiter
+from wanflash.api.ssrf import validate_url
 from wanflash.api.validation import parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
@@ -38,6 +49,7 @@ class Reply:
     data: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
+    retry_after: float | None = None  # seconds; set with status 429
 
     def frame(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -67,19 +79,28 @@ class TaskRouter:
         self.signer = signer
         self.profile = profile
         self._submitting: set[str] = set()
+        self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
     def media_url(self, base_url: str, key: str, expires_at: float) -> str:
         base = (self.settings.public_url or base_url).rstrip("/")
         return base + self.signer.sign(key, expires_at)
 
-    async def handle(self, task: Any, base_url: str) -> Reply:
+    async def handle(self, task: Any, base_url: str, key_hash: str | None = None) -> Reply:
+        """Answer one task. ``key_hash`` (the caller's hashed API key) enables the per-key limits."""
         if not isinstance(task, dict):
             return error_reply("invalidPayload", "Each element of the request array must be a task object.")
         task_type = _str(task, "taskType")
         tu = _str(task, "taskUUID")
+        if key_hash is not None:
+            wait = self.rate.check(key_hash)
+            if wait is not None:
+                reply = error_reply("rateLimitExceeded", f"Too many requests for this API key; retry in {wait:.1f} s.",
+                                    status=429, task_type=task_type, task_uuid=tu)
+                reply.retry_after = wait
+                return reply
         try:
             if task_type == "videoInference":
-                return await self._video_inference(task, base_url)
+                return await self._video_inference(task, base_url, key_hash)
             if task_type == "getResponse":
                 return await self._get_response(task, base_url)
             if task_type == "imageUpload":
@@ -93,15 +114,31 @@ class TaskRouter:
         except InvalidRequest as exc:
             return Reply(errors=[e.to_wire() for e in exc.errors], status=exc.status)
         except ServiceOverloaded as exc:
-            return error_reply("rateLimitExceeded", str(exc), status=exc.status, task_type=task_type, task_uuid=tu)
+            reply = error_reply("rateLimitExceeded", str(exc), status=exc.status, task_type=task_type, task_uuid=tu)
+            reply.retry_after = exc.retry_after
+            return reply
         except Exception:
             log.exception("task %s (%s) failed", tu, task_type)
             return error_reply("internalServerError", "The server failed to process this task.", status=500,
                                task_type=task_type, task_uuid=tu)
 
-    async def _video_inference(self, raw: dict[str, Any], base_url: str) -> Reply:
+    async def _video_inference(self, raw: dict[str, Any], base_url: str, key_hash: str | None = None) -> Reply:
         task = parse_video_task(raw)
         tu = task.taskUUID
+        for name in ("webhookURL", "uploadEndpoint"):
+            url = getattr(task, name)
+            if url is not None:
+                try:
+                    validate_url(url, parameter=name, allow_loopback=self.settings.allow_loopback_fetch,
+                                 code=f"invalid{name[0].upper()}{name[1:]}")
+                except InvalidRequest as exc:
+                    raise InvalidRequest([RunwareError(e.code, e.message, e.parameter, "videoInference", tu)
+                                          for e in exc.errors]) from None
+        cap = self.settings.max_in_flight_per_key if key_hash is not None else None
+        # Cheap early refusal before any input is fetched; the insert re-checks atomically.
+        if cap is not None and await self.jobs.in_flight(key_hash) >= cap:  # type: ignore[arg-type]
+            raise ServiceOverloaded(f"This API key already has {cap} tasks queued or running; retry when one "
+                                    "finishes.", retry_after=1.0)
         # Refuse a reused id before touching storage: inputs are written under inputs/<taskUUID>/.
         if tu in self._submitting or await self.jobs.exists(tu):
             raise InvalidRequest([RunwareError(
@@ -111,7 +148,7 @@ class TaskRouter:
         try:
             inputs = await self.resolver.resolve(task)
             spec = plan_job(task, profile=self.profile, inputs=inputs)
-            await self.jobs.submit(spec)
+            await self.jobs.submit(spec, key_hash=key_hash, max_in_flight=cap)
         finally:
             self._submitting.discard(tu)
         return Reply(data=[{"taskType": "videoInference", "taskUUID": tu}])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from wanflash.api.auth import hash_key
 from wanflash.api.tasks import Reply, error_reply
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Session:
         self.keys = keys
         self.authenticated = False
         self.session_uuid: str | None = None
+        self.key_hash: str | None = None  # per-key limits are keyed by the hash, never the raw key
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.base_url = http_base(ws)
@@ -108,12 +110,13 @@ class Session:
             await self.send({"errors": [INVALID_KEY]})
             return
         self.authenticated = True
+        self.key_hash = hash_key(task["apiKey"])
         given = task.get("connectionSessionUUID")
         self.session_uuid = given if isinstance(given, str) and given else (self.session_uuid or str(uuid.uuid4()))
         await self.send({"data": [{"taskType": "authentication", "connectionSessionUUID": self.session_uuid}]})
 
     async def _run_task(self, task: Any) -> None:
-        reply: Reply = await self.router.handle(task, self.base_url)
+        reply: Reply = await self.router.handle(task, self.base_url, self.key_hash)
         try:
             if reply.data:
                 await self.send({"data": reply.data})

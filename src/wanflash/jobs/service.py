@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.jobs.model import JobSpec
-from wanflash.jobs.store import DuplicateTask, TaskRecord, TaskStore, Upload
+from wanflash.jobs.store import DuplicateTask, InFlightExceeded, TaskRecord, TaskStore, Upload
 
 TASK_TYPE = "videoInference"
 
@@ -22,16 +22,24 @@ class JobService:
         self.store = store
         self.wake = wake or asyncio.Event()
 
-    async def submit(self, spec: JobSpec) -> None:
-        """Persist a queued task (durable when this returns). Raises InvalidRequest on a reused id."""
+    async def submit(self, spec: JobSpec, *, key_hash: str | None = None, max_in_flight: int | None = None) -> None:
+        """Persist a queued task (durable when this returns). Raises InvalidRequest on a reused id,
+        ServiceOverloaded (429) when the key already has ``max_in_flight`` tasks queued or running."""
         try:
-            await asyncio.to_thread(self.store.insert, spec)
+            await asyncio.to_thread(self.store.insert, spec, key_hash=key_hash, max_in_flight=max_in_flight)
+        except InFlightExceeded as exc:
+            raise ServiceOverloaded(
+                f"This API key already has {exc.in_flight} tasks queued or running (limit {max_in_flight}); "
+                "retry when one finishes.", retry_after=1.0) from None
         except DuplicateTask:
             raise InvalidRequest([RunwareError(
                 "conflictTaskUUID", f"A task with taskUUID '{spec.task_uuid}' already exists; use a new UUID.",
                 parameter="taskUUID", task_type=TASK_TYPE, task_uuid=spec.task_uuid,
             )]) from None
         self.wake.set()
+
+    async def in_flight(self, key_hash: str) -> int:
+        return await asyncio.to_thread(self.store.in_flight, key_hash)
 
     async def exists(self, task_uuid: str) -> bool:
         return await self.get(task_uuid) is not None

@@ -73,6 +73,14 @@ class DuplicateTask(Exception):
     """A task with this ``taskUUID`` already exists."""
 
 
+class InFlightExceeded(Exception):
+    """The submitting key already has ``max_in_flight`` tasks queued or running."""
+
+    def __init__(self, in_flight: int) -> None:
+        super().__init__(in_flight)
+        self.in_flight = in_flight
+
+
 @dataclass(frozen=True)
 class Claim:
     """A lease on one task: ``attempt`` fences every later write."""
@@ -129,6 +137,14 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # Additive columns for databases made by earlier versions (CREATE TABLE IF NOT EXISTS keeps old tables).
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)").fetchall()}
+        if "key_hash" not in cols:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN key_hash TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_key_state ON tasks (key_hash, state)")
 
     def close(self) -> None:
         with self._lock:
@@ -155,16 +171,36 @@ class TaskStore:
 
     # -- tasks: API side
 
-    def insert(self, spec: JobSpec, *, now: float | None = None) -> None:
-        """Persist a queued task. Raises :class:`DuplicateTask` if the taskUUID exists."""
+    def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
+               max_in_flight: int | None = None) -> None:
+        """Persist a queued task. Raises :class:`DuplicateTask` if the taskUUID exists.
+
+        With ``key_hash`` and ``max_in_flight`` the key's queued+running count is checked and the
+        row inserted in one ``BEGIN IMMEDIATE`` transaction, so concurrent submits (from any number
+        of API processes) can never push a key above the cap; :class:`InFlightExceeded` otherwise.
+        Counting rows, not an in-memory counter, keeps the cap right across restarts.
+        """
         try:
-            self._write(
-                "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created) VALUES (?, ?, ?, ?, ?)",
-                (spec.task_uuid, spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
-                 time.time() if now is None else now),
-            )
+            with self._tx() as db:
+                if key_hash is not None and max_in_flight is not None:
+                    n = db.execute("SELECT COUNT(*) FROM tasks WHERE key_hash=? AND state IN ('queued','running')",
+                                   (key_hash,)).fetchone()[0]
+                    if n >= max_in_flight:
+                        raise InFlightExceeded(int(n))
+                db.execute(
+                    "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (spec.task_uuid, spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
+                     time.time() if now is None else now, key_hash),
+                )
         except sqlite3.IntegrityError:
             raise DuplicateTask(spec.task_uuid) from None
+
+    def in_flight(self, key_hash: str) -> int:
+        """Tasks of this key that are queued or running."""
+        row = self._one("SELECT COUNT(*) AS n FROM tasks WHERE key_hash=? AND state IN ('queued','running')",
+                        (key_hash,))
+        return int(row["n"]) if row else 0
 
     def get(self, task_uuid: str) -> TaskRecord | None:
         row = self._one("SELECT * FROM tasks WHERE task_uuid = ?", (task_uuid,))
