@@ -30,6 +30,7 @@ from wanflash.api.limits import BodyLimits
 from wanflash.api.tasks import TaskRouter
 from wanflash.api.ws import Session
 from wanflash.config import Settings
+from wanflash.delivery import outbox
 from wanflash.jobs.service import JobService
 from wanflash.jobs.store import TaskStore
 from wanflash.pipelines.profiles import get_profile
@@ -50,6 +51,7 @@ class Services:
     router: TaskRouter
     executor: Executor
     supervisor: Supervisor
+    webhooks: outbox.OutboxDeliverer
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -65,7 +67,8 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), signer, get_profile(settings.profile))
     ex = executor or create_executor(settings, pipeline_factory)
     supervisor = Supervisor(settings, store, storage, ex, wake=wake)
-    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor)
+    webhooks = outbox.build(settings, store, lambda key, exp: settings.base_url + signer.sign(key, exp))
+    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks)
 
 
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -78,9 +81,11 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.supervisor.start()
+        services.webhooks.start()  # delivers outbox rows left by a previous process too
         try:
             yield
         finally:
+            await services.webhooks.stop()
             await services.supervisor.stop()
             services.store.close()
 

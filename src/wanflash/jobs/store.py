@@ -13,6 +13,14 @@ Guarantees:
 * An expired lease re-queues the task while ``attempt < max_attempts``; after that the task
   fails with ``workerLost``. Claims are FIFO by creation time.
 
+* **Webhook outbox**: every transition to a terminal state (``succeeded``, ``failed``,
+  ``cancelled``, including ``workerLost`` from lease expiry) writes the task's webhook messages
+  into ``outbox`` *in the same transaction* (rendered by the callable given to
+  :meth:`TaskStore.set_outbox_renderer`), so a crash can lose neither the state nor its
+  notification, and a fenced-out (stale) attempt writes no messages. Each row carries its
+  ``webhook-id`` (stable across retries and restarts) and the exact body bytes; a delivery
+  loop (:mod:`wanflash.delivery.outbox`) leases rows and records every attempt.
+
 The same file holds API key hashes and the upload index (``imageUUID``/``mediaUUID`` to
 storage key), because one embedded process owns all of it. Every method is synchronous and
 short; async callers go through :mod:`wanflash.jobs.service`, which runs them in a thread.
@@ -24,7 +32,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +67,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created REAL NOT NULL,
     revoked REAL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    msg_id       TEXT PRIMARY KEY,
+    task_uuid    TEXT NOT NULL,
+    url          TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    expires_at   REAL NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL,
+    lease_until  REAL,
+    last_status  INTEGER,
+    last_error   TEXT,
+    created      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_uuid  TEXT PRIMARY KEY,
     kind         TEXT NOT NULL,
@@ -108,6 +131,21 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class OutboxMessage:
+    """One webhook POST to make: ``msg_id`` is the ``webhook-id`` header, ``body`` the exact bytes."""
+
+    msg_id: str
+    url: str
+    body: bytes
+    expires_at: float
+    attempts: int = 0
+    task_uuid: str = ""
+
+
+OutboxRenderer = Callable[["TaskRecord"], list[OutboxMessage]]
+
+
+@dataclass(frozen=True)
 class ApiKeyRow:
     key_id: str
     created: float
@@ -138,6 +176,21 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._render: OutboxRenderer | None = None
+
+    def set_outbox_renderer(self, render: OutboxRenderer | None) -> None:
+        """Messages to queue when a task reaches a terminal state (called inside that transaction)."""
+        self._render = render
+
+    def _emit(self, db: sqlite3.Connection, task_uuid: str, now: float) -> None:
+        """Queue the terminal task's webhook messages; runs inside the transition's transaction."""
+        if self._render is None:
+            return
+        row = db.execute("SELECT * FROM tasks WHERE task_uuid=?", (task_uuid,)).fetchone()
+        for m in self._render(_record(row)):
+            # OR IGNORE: a message id is written once; terminal states never change anyway.
+            db.execute("INSERT OR IGNORE INTO outbox (msg_id, task_uuid, url, body, expires_at, next_at, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (m.msg_id, task_uuid, m.url, m.body, m.expires_at, now, now))
 
     def _migrate(self) -> None:
         # Additive columns for databases made by earlier versions (CREATE TABLE IF NOT EXISTS keeps old tables).
@@ -215,6 +268,8 @@ class TaskStore:
                 "error_message='The task was cancelled.' WHERE task_uuid=? AND state='queued'",
                 (t, task_uuid),
             ).rowcount
+            if n:
+                self._emit(db, task_uuid, t)
             n += db.execute(
                 "UPDATE tasks SET cancel_requested=1 WHERE task_uuid=? AND state='running'", (task_uuid,)
             ).rowcount
@@ -236,13 +291,15 @@ class TaskStore:
                 "WHERE state='running' AND lease_until < ? AND attempt < max_attempts",
                 (t,),
             ).rowcount
-            n += db.execute(
+            lost = db.execute(
                 "UPDATE tasks SET state='failed', lease_owner=NULL, lease_until=NULL, finished=?, "
                 "error_code='workerLost', error_message='The worker running this task stopped responding.' "
-                "WHERE state='running' AND lease_until < ? AND attempt >= max_attempts",
+                "WHERE state='running' AND lease_until < ? AND attempt >= max_attempts RETURNING task_uuid",
                 (t, t),
-            ).rowcount
-        return n
+            ).fetchall()
+            for r in lost:
+                self._emit(db, r["task_uuid"], t)
+        return n + len(lost)
 
     def release_all_leases(self) -> int:
         """At start-up of the single embedded worker every running row is an orphan: expire it now."""
@@ -288,11 +345,15 @@ class TaskStore:
                  now: float | None = None) -> bool:
         """Record success. ``False`` when ``attempt`` is stale: nothing is written."""
         t = time.time() if now is None else now
-        return self._write(
-            "UPDATE tasks SET state='succeeded', results=?, finished=?, lease_owner=NULL, lease_until=NULL "
-            "WHERE task_uuid=? AND attempt=? AND state='running'",
-            (json.dumps(results), t, task_uuid, attempt),
-        ) == 1
+        with self._tx() as db:
+            ok = db.execute(
+                "UPDATE tasks SET state='succeeded', results=?, finished=?, lease_owner=NULL, lease_until=NULL "
+                "WHERE task_uuid=? AND attempt=? AND state='running'",
+                (json.dumps(results), t, task_uuid, attempt),
+            ).rowcount == 1
+            if ok:
+                self._emit(db, task_uuid, t)
+        return ok
 
     def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
              now: float | None = None) -> bool:
@@ -308,20 +369,58 @@ class TaskStore:
                 ).rowcount
                 if n:
                     return True
-            return db.execute(
+            ok = db.execute(
                 "UPDATE tasks SET state='failed', finished=?, error_code=?, error_message=?, "
                 "lease_owner=NULL, lease_until=NULL WHERE task_uuid=? AND attempt=? AND state='running'",
                 (t, code, message, task_uuid, attempt),
             ).rowcount == 1
+            if ok:
+                self._emit(db, task_uuid, t)
+            return ok
 
     def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool:
         t = time.time() if now is None else now
-        return self._write(
-            "UPDATE tasks SET state='cancelled', finished=?, error_code='taskCancelled', "
-            "error_message='The task was cancelled.', lease_owner=NULL, lease_until=NULL "
-            "WHERE task_uuid=? AND attempt=? AND state='running'",
-            (t, task_uuid, attempt),
-        ) == 1
+        with self._tx() as db:
+            ok = db.execute(
+                "UPDATE tasks SET state='cancelled', finished=?, error_code='taskCancelled', "
+                "error_message='The task was cancelled.', lease_owner=NULL, lease_until=NULL "
+                "WHERE task_uuid=? AND attempt=? AND state='running'",
+                (t, task_uuid, attempt),
+            ).rowcount == 1
+            if ok:
+                self._emit(db, task_uuid, t)
+        return ok
+
+    # -- webhook outbox
+
+    def lease_outbox(self, lease_seconds: float, limit: int = 16, *, now: float | None = None) -> list[OutboxMessage]:
+        """Due pending messages, leased so a concurrent loop (or this one after a crash) skips them."""
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE outbox SET lease_until=? WHERE msg_id IN (SELECT msg_id FROM outbox WHERE state='pending' "
+                "AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) "
+                "RETURNING msg_id, task_uuid, url, body, expires_at, attempts",
+                (t + lease_seconds, t, t, limit),
+            ).fetchall()
+        return [OutboxMessage(r["msg_id"], r["url"], bytes(r["body"]), r["expires_at"], r["attempts"], r["task_uuid"])
+                for r in rows]
+
+    def outbox_result(self, msg_id: str, *, state: str, attempts: int, next_at: float | None = None,
+                      status: int | None = None, error: str | None = None) -> None:
+        """Record an attempt: ``state`` 'pending' (retry at ``next_at``) or a final outcome."""
+        self._write("UPDATE outbox SET state=?, attempts=?, next_at=COALESCE(?, next_at), lease_until=NULL, "
+                    "last_status=?, last_error=? WHERE msg_id=?", (state, attempts, next_at, status, error, msg_id))
+
+    def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (for tests and operators)."""
+        with self._lock:
+            if task_uuid is None:
+                rows = self._db.execute("SELECT * FROM outbox ORDER BY created, msg_id").fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM outbox WHERE task_uuid=? ORDER BY msg_id",
+                                        (task_uuid,)).fetchall()
+        return [dict(r) for r in rows]
 
     # -- API keys (hashes only)
 

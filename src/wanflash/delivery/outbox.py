@@ -1,0 +1,165 @@
+"""Webhooks through a transactional outbox: what to send at a terminal state, and the loop that sends it.
+
+Guarantees:
+
+* :func:`make_renderer` turns a terminal task into its webhook messages. The store calls it inside
+  the transaction that records the terminal state, so the messages exist exactly when the state
+  does (a crash between "done" and "POST" loses nothing; a stale attempt queues nothing).
+* Body: **one flat JSON object per result**, the same item ``getResponse`` returns for that result
+  (``taskType``, ``taskUUID``, ``status: "success"``, ``videoUUID``, signed ``videoURL``, ``seed``,
+  ``cost`` when asked), because Runware's docs say "each completed item triggers a separate webhook
+  call" and its webhook examples are single result objects, not ``{"data": [...]}`` envelopes. The
+  results of one task complete together here, so N messages are queued at once. A failed or
+  cancelled task sends one message: the error item ``getResponse`` returns plus ``status: "error"``.
+  Links are built on ``settings.base_url`` (``public_url``), since no request is in context.
+* ``webhook-id`` is ``msg_<taskUUID>_<i>`` (``_error`` for failures), stored in the row: identical
+  on every retry and after restarts, so receivers dedupe on it. Body bytes are stored, not rebuilt.
+* :class:`OutboxDeliverer` leases due rows, makes **one** signed attempt per lease with
+  :class:`~wanflash.delivery.webhook.WebhookSender` (SSRF-guarded, 3xx not followed, 410 stops),
+  and persists the outcome; retryable failures are rescheduled with exponential backoff and full
+  jitter (the schedule lives in the row, so it survives restarts). Nothing is attempted at or after
+  the message's ``expires_at`` (the output URL's expiry): the row ends ``expired``.
+* The signing secret is ``settings.webhook_secret``, else one generated once and kept in
+  ``<data_dir>/webhook_secret`` (mode 0600), like the URL-signing key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wanflash.delivery.responses import expires_at, poll_reply
+from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
+from wanflash.jobs.model import TaskState
+from wanflash.jobs.store import OutboxMessage, TaskRecord, TaskStore
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0  # longer than one attempt's 15 s deadline: a live loop never loses its lease
+
+
+def load_or_create_webhook_secret(data_dir: Path, configured: str | None) -> str:
+    """``settings.webhook_secret``, else a ``whsec_`` secret generated once and persisted."""
+    if configured:
+        return configured
+    path = Path(data_dir) / "webhook_secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = generate_secret()
+    try:  # O_EXCL: two processes racing both end up with the winner's secret
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+        f.flush()
+        os.fsync(f.fileno())
+    return value
+
+
+def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Callable[[TaskRecord], list[OutboxMessage]]:
+    """The store's outbox renderer: one message per result (or one error message)."""
+
+    def render(record: TaskRecord) -> list[OutboxMessage]:
+        url = record.spec.webhook_url
+        if not url:
+            return []
+        exp = expires_at(record, default_ttl)
+        reply = poll_reply(record, sign_url, default_ttl=default_ttl)
+        tu = record.task_uuid
+        if record.state is TaskState.SUCCEEDED:
+            return [OutboxMessage(f"msg_{tu}_{i}", url, WebhookSender.encode(item), exp)
+                    for i, item in enumerate(reply.data)]
+        return [OutboxMessage(f"msg_{tu}_error", url, WebhookSender.encode({**e, "status": "error"}), exp)
+                for e in reply.errors[:1]]
+
+    return render
+
+
+class OutboxDeliverer:
+    """The delivery loop: an asyncio task next to the supervisor."""
+
+    def __init__(self, store: TaskStore, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
+                 poll_seconds: float = 0.5, rng: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.sender = sender
+        self.schedule = schedule or RetrySchedule()
+        self.poll_seconds = poll_seconds
+        self.rng = rng
+        # One attempt per lease; the retry schedule is applied here and persisted in the row.
+        self._one_shot = WebhookSender(sender.secret, allow_loopback=sender.allow_loopback,
+                                       schedule=RetrySchedule(max_attempts=1),
+                                       attempt_timeout_s=sender.attempt_timeout_s, resolver=sender.resolver)
+        self._task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook outbox pass failed")
+                sent = 0
+            if not sent:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+
+    async def run_once(self) -> int:
+        """Lease and attempt every due message once; returns how many were attempted."""
+        rows = await asyncio.to_thread(self.store.lease_outbox, LEASE_SECONDS)
+        await asyncio.gather(*(self._attempt(m) for m in rows))
+        return len(rows)
+
+    async def _attempt(self, m: OutboxMessage) -> None:
+        now = time.time()
+        if now >= m.expires_at:
+            await asyncio.to_thread(self.store.outbox_result, m.msg_id, state="expired", attempts=m.attempts,
+                                    error="the output URL expired before delivery")
+            return
+        out = await self._one_shot.deliver_body(m.url, m.body, msg_id=m.msg_id, expires_at=m.expires_at)
+        attempts = m.attempts + out.attempts
+        if out.state == "exhausted":  # a retryable failure of this single attempt
+            if attempts >= self.schedule.max_attempts:
+                state, next_at = "exhausted", None
+            else:
+                next_at = time.time() + self.schedule.delay(attempts, self.rng)
+                state = "pending" if next_at < m.expires_at else "expired"
+        else:
+            state, next_at = out.state, None
+        if state != "delivered":
+            log.warning("webhook %s to %s: %s after %d attempts (%s)", m.msg_id, m.url, state, attempts, out.error)
+        await asyncio.to_thread(self.store.outbox_result, m.msg_id, state=state, attempts=attempts, next_at=next_at,
+                                status=out.status, error=out.error)
+
+
+def build(settings: "Settings", store: TaskStore, sign_url: Callable[[str, float], str]) -> OutboxDeliverer:
+    """Install the renderer on ``store`` and return the (not yet started) delivery loop."""
+    store.set_outbox_renderer(make_renderer(sign_url, settings.default_ttl_seconds))
+    secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)
+    sender = WebhookSender(secret, allow_loopback=settings.allow_loopback_fetch)
+    return OutboxDeliverer(store, sender)
+
