@@ -51,3 +51,17 @@ def fail_to_load(settings: Any) -> FakePipeline:
 def sleepy_load(settings: Any) -> FakePipeline:
     time.sleep(0.5)
     return FakePipeline()
+
+
+class HangIf(FakePipeline):
+    """Never returns when the prompt says "hang" (a stuck CUDA kernel); otherwise the fast fake."""
+
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        if "hang" in spec.positive_prompt:
+            while True:
+                time.sleep(1)
+        return super().generate(spec, on_step or (lambda *a: None), image=image)
+
+
+def hang_if(settings: Any) -> HangIf:
+    return HangIf()

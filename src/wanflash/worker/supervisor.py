@@ -13,11 +13,20 @@ Every store write carries the claim's attempt number, so a run whose lease was t
 writes nothing. Failures map to transitions: :class:`ExecutorDead` and lost leases are
 retryable (re-queued up to ``max_attempts``), :class:`JobFailed` says itself, cancellation
 ends in ``cancelled``, and a run past ``job_deadline_seconds`` fails with ``timeout``.
+
+Disk full: an ``ENOSPC``/``EDQUOT`` while storing outputs fails the task with ``storageFull``
+(not retried: another attempt would fill the same disk), and the outputs already stored for this
+attempt are deleted, so no partial set is left (``LocalStore`` never leaves a partial file).
+
+``uploadEndpoint``: after the outputs are stored and before the task completes, each is PUT
+with :func:`wanflash.delivery.upload.put_output` (SSRF-guarded, 5xx retried, redirects not
+followed); a refusal fails the task with ``uploadFailed`` and the endpoint's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -132,6 +141,8 @@ class Supervisor:
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
                 return
             results = await asyncio.to_thread(self._store_outputs, claim, done)
+            if spec.upload_endpoint:
+                await self._upload(spec.upload_endpoint, results)
             if not await asyncio.to_thread(self.store.complete, tu, attempt, results):
                 log.warning("task %s attempt %d is stale; completion not recorded", tu, attempt)
         except JobCancelled:
@@ -160,6 +171,23 @@ class Supervisor:
             self.current = None
             shutil.rmtree(out_dir, ignore_errors=True)
 
+    async def _upload(self, endpoint: str, results: list[dict[str, Any]]) -> None:
+        """PUT the output to ``uploadEndpoint``.
+
+        A presigned URL names one object and its signature covers the path, so a suffix per
+        result would break it: with ``numberResults`` > 1 the endpoint receives **result 1 only**
+        (index 0); every result stays retrievable through ``getResponse`` and the webhook.
+        Raises :class:`JobFailed` ``uploadFailed`` (not retryable) on a 4xx, a redirect or
+        exhausted 5xx retries.
+        """
+        from wanflash.delivery.upload import put_output
+        from wanflash.storage.base import content_type_for
+
+        first = results[0]["key"]
+        path = self.storage.local_path(first)
+        await put_output(endpoint, path if path is not None else self.storage.read_bytes(first),
+                         content_type=content_type_for(first), allow_loopback=self.settings.allow_loopback_fetch)
+
     def _path(self, key: str | None) -> str | None:
         if key is None:
             return None
@@ -182,7 +210,15 @@ class Supervisor:
                 raise JobFailed("encodingFailed", f"output {out.index} is {info.width}x{info.height}, "
                                 f"expected {spec.width}x{spec.height}")
             key = f"outputs/{claim.task_uuid}/{out.index}{path.suffix}"
-            self.storage.put_file(key, path)
+            try:
+                self.storage.put_file(key, path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                for r in results:  # all or nothing: no partial set of outputs stays behind
+                    self.storage.delete(r["key"])
+                raise JobFailed("storageFull", "The server ran out of disk space while storing the output; "
+                                "the task was not completed.") from exc
             results.append({
                 "videoUUID": str(uuid.uuid4()),
                 "seed": out.seed,
