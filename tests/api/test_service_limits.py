@@ -104,3 +104,25 @@ def test_slow_body_gets_408(tmp_path: Path) -> None:
             data = sock.recv(4096)  # without the deadline this blocks until the 10 s socket timeout
             assert data.startswith(b"HTTP/1.1 408"), data
             assert time.monotonic() - start < 5
+
+
+async def test_body_and_ws_message_size_caps(tmp_path: Path) -> None:
+    with live_server(make_settings(tmp_path / "d", max_body_bytes=4096), pipeline_factory=FAKE) as s:
+        async with httpx.AsyncClient(base_url=s.http_url, headers=HDR, timeout=20) as http:
+            r = await http.post("/v1", content=b"[" + b" " * 5000 + b"]")
+            assert r.status_code == 413
+
+            async def chunked():  # no Content-Length: counted as it arrives
+                for _ in range(5):
+                    yield b" " * 1000
+
+            r = await http.post("/v1", content=chunked())
+            assert r.status_code == 413
+        async with websockets.connect(s.ws_url, max_size=None) as ws:
+            await ws.send("[" + " " * 5000 + "]")
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except websockets.ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1009
+            else:
+                raise AssertionError("oversized WebSocket message was accepted")
