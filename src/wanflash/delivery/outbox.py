@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.store import OutboxMessage, TaskRecord, TaskStore
+from wanflash.storage.local import persisted_secret
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
@@ -52,20 +52,7 @@ def load_or_create_webhook_secret(data_dir: Path, configured: str | None) -> str
     """``settings.webhook_secret``, else a ``whsec_`` secret generated once and persisted."""
     if configured:
         return configured
-    path = Path(data_dir) / "webhook_secret"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = generate_secret()
-    try:  # O_EXCL: two processes racing both end up with the winner's secret
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-        f.flush()
-        os.fsync(f.fileno())
-    return value
+    return persisted_secret(data_dir, "webhook_secret", generate_secret)
 
 
 def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Callable[[TaskRecord], list[OutboxMessage]]:

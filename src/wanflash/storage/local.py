@@ -20,6 +20,7 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlencode
@@ -92,25 +93,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:
-    """The URL-signing key: from settings, else one generated once and kept in the data dir."""
-    if configured:
-        return configured.encode()
-    path = Path(data_dir) / "url_secret"
+def persisted_secret(data_dir: Path, name: str, generate: Callable[[], str]) -> str:
+    """A secret kept in ``data_dir/name``: read it, or generate it once, fsync'd, mode 0600."""
+    path = Path(data_dir) / name
     if path.is_file():
-        return path.read_bytes().strip()
+        return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32).encode()
-    # O_EXCL: if two processes race, the loser reads the winner's key.
+    value = generate()
+    # O_EXCL: if two processes race, the loser reads the winner's secret.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
         f.write(value)
         f.flush()
         os.fsync(f.fileno())
     return value
+
+
+def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:
+    """The URL-signing key: from settings, else one generated once and kept in the data dir."""
+    if configured:
+        return configured.encode()
+    return persisted_secret(data_dir, "url_secret", lambda: secrets.token_urlsafe(32)).encode()
 
 
 Verdict = Literal["ok", "expired", "invalid"]
