@@ -14,6 +14,7 @@ an :class:`InvalidRequest` whose items name the parameter; nothing here uses ``a
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -38,15 +39,7 @@ SIZES: dict[str, list[tuple[int, int]]] = {
 }
 SIZE_CLASS: dict[tuple[int, int], str] = {wh: cls for cls, whs in SIZES.items() for wh in whs}
 
-DEFAULTS = {
-    "outputFormat": "MP4",
-    "outputQuality": 95,
-    "duration": 5,
-    "numberResults": 1,
-    "audio": True,
-    "promptExtend": True,
-    "shotType": "single",
-}
+DEFAULT_DURATION = 5  # seconds, as on the model page; the other defaults are applied in plan_job
 
 # Path segments that are containers, not names, when deriving an error code.
 _CONTAINERS = {"inputs", "providerSettings", "alibaba"}
@@ -188,8 +181,6 @@ def pick_size(resolution: str, image_size: tuple[int, int] | None) -> tuple[int,
     iw, ih = image_size
     target = iw / ih
     # Compare in log space so 2:1 and 1:2 are equally far from 1:1.
-    import math
-
     return min(SIZES[resolution], key=lambda wh: abs(math.log((wh[0] / wh[1]) / target)))
 
 
@@ -216,7 +207,7 @@ def plan_job(
         # Audio-to-video: the clip follows the track, clamped to the model's 2-15 s range.
         duration = min(15, max(2, int(round(inputs.audio_seconds))))
     else:
-        duration = int(DEFAULTS["duration"])  # type: ignore[call-overload]
+        duration = DEFAULT_DURATION
 
     n = task.numberResults or 1
     if task.seed is not None:

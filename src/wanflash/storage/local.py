@@ -18,11 +18,12 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 from urllib.parse import quote, urlencode
 
 from wanflash.storage.base import check_key
@@ -50,28 +51,23 @@ class LocalStore:
         return self._path(key).read_bytes()
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=dest.suffix)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(dest.parent)
+        self._write_atomic(key, lambda out: out.write(data))
 
     def put_file(self, key: str, src: Path) -> None:
+        def copy(out: BinaryIO) -> None:
+            with open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out, 1 << 20)
+
+        self._write_atomic(key, copy)
+
+    def _write_atomic(self, key: str, write: Callable[[BinaryIO], object]) -> None:
+        """Temp file beside the destination, fsync, rename, fsync the directory: whole or absent."""
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=dest.suffix)
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                while chunk := inp.read(1 << 20):
-                    out.write(chunk)
+            with os.fdopen(fd, "wb") as out:
+                write(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)

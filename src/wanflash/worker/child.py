@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
-
 PipelineFactory = Callable[["Settings"], "VideoPipeline"]
 
 
@@ -103,7 +101,7 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
     """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
     from PIL import Image
 
-    from wanflash.media.encode import encode_video
+    from wanflash.media.encode import SUFFIXES, encode_video
 
     spec = JobSpec.model_validate_json(job.spec_json)
     image = None

@@ -37,10 +37,10 @@ from wanflash.worker.protocol import (
 )
 
 if TYPE_CHECKING:
-    from wanflash.pipelines.prompt_extend import PromptExtender
     from wanflash.config import Settings
     from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.fake import FakePipeline
+    from wanflash.pipelines.prompt_extend import PromptExtender
 
 log = logging.getLogger(__name__)
 
