@@ -229,13 +229,14 @@ def test_keys_and_uploads_are_shared(adapter: Adapter) -> None:
     assert b.get_upload("nope") is None
 
 
-def _claimer(kind: str, target: str, go: Any, out: Any) -> None:
+def _claimer(kind: str, target: str, start: Any, out: Any) -> None:
     src = open_source(kind, target)
     got: list[str] = []
     try:
-        go.wait(60)
+        start.wait(60)  # every claimer is connected before the first claim
         while (c := src.claim(f"p{id(src)}", 30)) is not None:
             got.append(c.task_uuid)
+            time.sleep(0.005)  # a job takes a moment: the others claim meanwhile
             src.complete(c.task_uuid, c.attempt, [{"videoUUID": str(uuid.uuid4())}])
     finally:
         out.put(got)
@@ -250,12 +251,10 @@ def test_concurrent_claimers_never_share_a_task(adapter: Adapter) -> None:
         src.insert(s)
         ids.append(s.task_uuid)
     ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(adapter.kind, adapter.target, go, out)) for _ in range(4)]
+    start, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(adapter.kind, adapter.target, start, out)) for _ in range(4)]
     for p in procs:
         p.start()
-    time.sleep(0.5)
-    go.set()
     claimed = [out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
