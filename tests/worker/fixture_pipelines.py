@@ -65,3 +65,28 @@ class HangIf(FakePipeline):
 
 def hang_if(settings: Any) -> HangIf:
     return HangIf()
+
+
+class Paced:
+    """The vectorised fake with a fixed time per step (10 x 0.1 s): long enough to be killed mid-job."""
+
+    name = "paced"
+
+    def __init__(self) -> None:
+        from tests.sdk.fast_pipeline import FastFakePipeline
+
+        self._inner = FastFakePipeline()
+
+    def load(self) -> None:
+        pass
+
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        step = on_step or (lambda *a: None)
+        for i in range(10):
+            time.sleep(0.1)
+            step(i + 1, 10, "denoise")
+        return self._inner.generate(spec, lambda *a: None, image=image)
+
+
+def paced(settings: Any) -> Paced:
+    return Paced()
