@@ -88,7 +88,7 @@ def test_submit_is_idempotent_on_task_uuid(adapter: Adapter) -> None:
     assert api2.claim("w2", 30) is None  # one task, one claim
 
 
-def test_in_flight_cap_is_atomic(src: JobSource) -> None:
+def test_in_flight_cap(src: JobSource) -> None:
     for _ in range(2):
         src.insert(spec(), key_hash="k", max_in_flight=2)
     with pytest.raises(InFlightExceeded):
