@@ -53,3 +53,19 @@ def test_migrate_is_idempotent(pg_url: str) -> None:
         assert src.counts() == {"queued": 1}
     finally:
         src.close()
+
+
+def test_a_worker_pruned_as_stalled_registers_again(pg_url: str) -> None:
+    import psycopg
+
+    src = PostgresJobSource(pg_url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    try:
+        assert src.claim("w", 30) is None  # registers this process as a procrastinate worker
+        with psycopg.connect(pg_url) as conn:  # what another worker's prune does to a late heartbeat
+            conn.execute("DELETE FROM procrastinate_workers")
+        s = spec()
+        src.insert(s)
+        c = src.claim("w", 30)
+        assert c and c.task_uuid == s.task_uuid
+    finally:
+        src.close()

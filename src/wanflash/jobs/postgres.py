@@ -149,6 +149,7 @@ class PostgresJobSource:
         self._held: dict[tuple[str, int], int] = {}  # (task_uuid, attempt) -> the token this process holds
         self._held_lock = threading.Lock()
         self._worker_id: int | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
         self._listening: asyncio.Event | None = None
         from anyio.from_thread import start_blocking_portal
@@ -321,9 +322,25 @@ class PostgresJobSource:
         if self._worker_id is None:
             await self.jobs.prune_stalled_workers(self.stalled_worker_seconds)
             self._worker_id = await self.jobs.register_worker()
-            self._side.append(asyncio.create_task(self._beat(self._worker_id), name="wanflash-worker-heartbeat"))
+            if self._beat_task is not None:
+                self._beat_task.cancel()
+            self._beat_task = asyncio.create_task(self._beat(self._worker_id), name="wanflash-worker-heartbeat")
+            self._side.append(self._beat_task)
             await self._ensure_listening()
         return self._worker_id
+
+    async def _fetch(self) -> Job | None:
+        worker_id = await self._ensure_worker()
+        try:
+            return await self.jobs.fetch_job(queues=[self.queue], worker_id=worker_id)
+        except pexc.ConnectorException as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                raise
+        # Our worker row is gone: another process pruned it because our heartbeat was late (its
+        # tokens were retried and our leases voided, so nothing of ours is lost). Register again.
+        log.warning("procrastinate worker %s was pruned as stalled; registering again", worker_id)
+        self._worker_id = None
+        return await self.jobs.fetch_job(queues=[self.queue], worker_id=await self._ensure_worker())
 
     async def _beat(self, worker_id: int) -> None:
         while True:
@@ -406,10 +423,10 @@ class PostgresJobSource:
         return self._call(self._claim, owner, lease_seconds, time.time() if now is None else now)  # type: ignore[no-any-return]
 
     async def _claim(self, owner: str, lease_seconds: float, t: float) -> Claim | None:
-        worker_id = await self._ensure_worker()
+        await self._ensure_worker()
         await self._expire(t)
         while True:
-            job = await self.jobs.fetch_job(queues=[self.queue], worker_id=worker_id)
+            job = await self._fetch()
             if job is None:
                 return None
             tu = str(job.task_kwargs.get("task_uuid", ""))

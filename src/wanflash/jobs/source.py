@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from wanflash.jobs.model import JobSpec, TaskState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from wanflash.config import Settings
 
 log = logging.getLogger(__name__)
@@ -247,8 +249,9 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
     )
 
 
-def open_job_source(settings: "Settings", *, sqlite_path: Any = None) -> JobSource:
-    """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else SQLite."""
+def open_job_source(settings: "Settings", *, sqlite_path: "Path | None" = None) -> JobSource:
+    """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else the SQLite file
+    at ``sqlite_path``."""
     if settings.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
 
@@ -257,4 +260,6 @@ def open_job_source(settings: "Settings", *, sqlite_path: Any = None) -> JobSour
                                  stalled_worker_seconds=settings.lease_seconds)
     from wanflash.jobs.store import TaskStore
 
+    if sqlite_path is None:
+        raise ValueError("no WANFLASH_DATABASE_URL and no SQLite path: nothing to open")
     return TaskStore(sqlite_path, max_attempts=settings.max_attempts)
