@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.wanflash-installed
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/pip install -q -e ".[engine,test]"
+	$(BIN)/pip install -q -e ".[engine,postgres,test]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,7 +23,18 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/wanflash serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --data-dir $${DATA_DIR:-./.wanflash} --print-key
 
-test: $(STAMP)
+# PostgreSQL server binaries for the distributed-mode tests (they start a throwaway server with
+# initdb on loopback). Debian's package when missing and we are root; otherwise those tests skip
+# (and fail under CI, which must run them).
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing the PostgreSQL server (apt-get install postgresql)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql >/dev/null || echo "PostgreSQL could not be installed: its tests will skip (fail under CI)"; \
+	else echo "no PostgreSQL server and no root apt-get: its tests will skip (fail under CI)"; fi
+
+test: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

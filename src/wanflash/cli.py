@@ -1,4 +1,7 @@
-"""Command line: ``wanflash serve | generate | keys | migrate``.
+"""Command line: ``wanflash serve | api | worker | migrate | generate | keys``.
+
+``serve`` is the embedded all-in-one default. Distributed mode (``WANFLASH_DATABASE_URL`` set):
+``migrate`` once, then ``api`` replicas and ``worker`` processes (see docs/deploy.md).
 
 Each subcommand reads the settings once and hands them to the package that does the work;
 heavy imports (uvicorn, torch) happen inside the subcommand, so ``wanflash --help`` is instant.
@@ -9,6 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", choices=["subprocess", "inprocess"], default=None)
     s.add_argument("--profile", default=None, help="engine profile: tiny | wan2.2-ti2v-5b | wan2.2-i2v-a14b")
     s.add_argument("--print-key", action="store_true", help="create an API key on first start and print it once")
+
+    a = sub.add_parser("api", help="the API only, stateless, over PostgreSQL (WANFLASH_DATABASE_URL)")
+    a.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    a.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    a.add_argument("--data-dir", default=None, help="data directory (media with the local store, secrets)")
+
+    w = sub.add_parser("worker", help="worker processes claiming tasks from PostgreSQL (WANFLASH_DATABASE_URL)")
+    w.add_argument("--gpus", default="cpu", help="GPUs to use, e.g. 0,1 or 0-3; 'cpu' (default) for one CPU slot")
+    w.add_argument("--group-size", type=int, default=1,
+                   help="GPUs per job (default 1: one worker per GPU, CUDA_VISIBLE_DEVICES set for each)")
+    w.add_argument("--data-dir", default=None)
+    w.add_argument("--executor", choices=["subprocess", "inprocess"], default=None)
+    w.add_argument("--profile", default=None, help="engine profile: tiny | wan2.2-ti2v-5b | wan2.2-i2v-a14b")
+    w.add_argument("--pipeline-factory", default=None,
+                   help="'module:attr' building the pipeline instead of the profile's (dry runs, tests), e.g. "
+                        "wanflash.worker.executor:fake_pipeline")
+
+    m = sub.add_parser("migrate", help="create the schema (PostgreSQL: ours and procrastinate's); idempotent")
+    m.add_argument("--data-dir", default=None)
 
     g = sub.add_parser("generate", help="run validation and the engine on one request, no server")
     g.add_argument("--image", default=None, help="input image: path or URL")
@@ -57,6 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wanflash.api.server import serve
 
         return serve(settings, print_key=args.print_key)
+    if args.command == "api":
+        from wanflash.api.server import serve
+
+        return serve(settings, worker=False)
+    if args.command == "worker":
+        from wanflash.worker.distributed import parse_gpus, run_worker
+
+        try:
+            gpus = parse_gpus(args.gpus)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return run_worker(settings, gpus=gpus, group_size=args.group_size, pipeline_factory=args.pipeline_factory)
+    if args.command == "migrate":
+        return migrate(settings)
     if args.command == "generate":
         from wanflash.worker.generate import generate_cli
 
@@ -66,6 +107,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return keys_cli(settings, args)
     return 2
+
+
+def migrate(settings: "Settings") -> int:
+    if settings.database_url:
+        from wanflash.jobs.postgres import PostgresJobSource
+
+        source = PostgresJobSource(settings.database_url, max_attempts=settings.max_attempts, pool_size=1)
+        try:
+            source.migrate()
+        finally:
+            source.close()
+        print("PostgreSQL schema is up to date (wanflash tables and procrastinate's).")
+        return 0
+    from wanflash.api.auth import db_path
+    from wanflash.jobs.store import TaskStore
+
+    TaskStore(db_path(settings), max_attempts=settings.max_attempts).close()  # opening creates and upgrades it
+    print(f"SQLite schema is up to date: {db_path(settings)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ module reads ``os.environ``; objects receive the settings they need explicitly.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     batch_results: bool = True  # run numberResults as one batch where memory allows
 
     # -- jobs
+    # PostgreSQL URL for distributed mode (`wanflash api|worker|migrate`); unset = the embedded SQLite file.
+    database_url: str | None = None
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 2
@@ -92,6 +95,13 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: this process's, with ``overrides`` (e.g. ``CUDA_VISIBLE_DEVICES``).
+
+    Here because this is the one module that touches the environment."""
+    return {**os.environ, **overrides}
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: object) -> Settings:

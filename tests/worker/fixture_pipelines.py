@@ -65,3 +65,36 @@ class HangIf(FakePipeline):
 
 def hang_if(settings: Any) -> HangIf:
     return HangIf()
+
+
+class Paced:
+    """The vectorised fake with a fixed time per step (10 x 0.1 s): long enough to be killed mid-job."""
+
+    name = "paced"
+
+    def __init__(self) -> None:
+        from tests.sdk.fast_pipeline import FastFakePipeline
+
+        self._inner = FastFakePipeline()
+
+    def load(self) -> None:
+        pass
+
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        step = on_step or (lambda *a: None)
+        for i in range(10):
+            time.sleep(0.1)
+            step(i + 1, 10, "denoise")
+        return self._inner.generate(spec, lambda *a: None, image=image)
+
+
+def paced(settings: Any) -> Paced:
+    return Paced()
+
+
+def slot_probe(settings: Any) -> FakePipeline:
+    """Records, per worker-slot process, the GPU it was given (``wanflash worker`` sets CUDA_VISIBLE_DEVICES)."""
+    d = Path(settings.data_dir) / "slots"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / str(os.getpid())).write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')}|{settings.device}")
+    return FakePipeline()

@@ -4,6 +4,11 @@
 lifespan starts the supervisor (and with it the executor, which loads the model in the
 background, so the server accepts connections at once) and stops both on shutdown.
 
+The job source is the embedded SQLite file, or PostgreSQL when ``settings.database_url`` is set
+(:func:`wanflash.jobs.source.open_job_source`). With ``worker=False`` (``wanflash api``) the app
+has no supervisor and no executor: it is a stateless API replica over the shared database, and
+runs the webhook delivery loop (leased rows, so any number of replicas can run it).
+
 Tests inject the pipeline with ``pipeline_factory`` (a picklable callable or a
 ``"module:attribute"`` string, e.g. ``"wanflash.worker.executor:fake_pipeline"``) or a ready
 ``executor``. Importing this module does not import torch: the pipeline is imported inside
@@ -32,7 +37,7 @@ from wanflash.api.ws import Session
 from wanflash.config import Settings
 from wanflash.delivery import outbox
 from wanflash.jobs.service import JobService
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.source import JobSource, open_job_source
 from wanflash.pipelines.profiles import get_profile
 from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
 from wanflash.worker.child import PipelineFactory
@@ -43,51 +48,53 @@ from wanflash.worker.supervisor import Supervisor
 @dataclass
 class Services:
     settings: Settings
-    store: TaskStore
+    store: JobSource
     storage: LocalStore
     signer: UrlSigner
     jobs: JobService
     keys: KeyRing
     router: TaskRouter
-    executor: Executor
-    supervisor: Supervisor
+    executor: Executor | None  # None in an API-only process
+    supervisor: Supervisor | None
     webhooks: outbox.OutboxDeliverer
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
-                   executor: Executor | None = None) -> Services:
+                   executor: Executor | None = None, worker: bool = True) -> Services:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = TaskStore(db_path(settings), max_attempts=settings.max_attempts)
+    store = open_job_source(settings, sqlite_path=db_path(settings))
     storage = LocalStore(data_dir / "media")
     signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
     wake = asyncio.Event()
     jobs = JobService(store, wake)
     keys = KeyRing(settings, store)
     router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), signer, get_profile(settings.profile))
-    ex = executor or create_executor(settings, pipeline_factory)
-    supervisor = Supervisor(settings, store, storage, ex, wake=wake)
+    ex = (executor or create_executor(settings, pipeline_factory)) if worker else None
+    supervisor = Supervisor(settings, store, storage, ex, wake=wake) if ex is not None else None
     webhooks = outbox.build(settings, store, lambda key, exp: settings.base_url + signer.sign(key, exp))
     return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks)
 
 
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
-               executor: Executor | None = None) -> Starlette:
-    services = build_services(settings, pipeline_factory=pipeline_factory, executor=executor)
+               executor: Executor | None = None, worker: bool = True) -> Starlette:
+    services = build_services(settings, pipeline_factory=pipeline_factory, executor=executor, worker=worker)
 
     async def websocket(ws: WebSocket) -> None:
         await Session(ws, services.router, services.keys).run()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services.supervisor.start()
+        if services.supervisor is not None:
+            services.supervisor.start()
         services.webhooks.start()  # delivers outbox rows left by a previous process too
         try:
             yield
         finally:
             await services.webhooks.stop()
-            await services.supervisor.stop()
-            services.store.close()
+            if services.supervisor is not None:
+                await services.supervisor.stop()
+            await asyncio.to_thread(services.store.close)
 
     app = Starlette(
         routes=[

@@ -127,6 +127,8 @@ async def media(request: Request) -> Response:
 async def health(request: Request) -> Response:
     svc = _services(request)
     counts = await svc.jobs.counts()
+    if svc.executor is None or svc.supervisor is None:  # `wanflash api`: the workers report elsewhere
+        return JSONResponse({"status": "ok", "role": "api", "tasks": counts})
     executor_state = svc.executor.state
     ok = executor_state in ("ready", "loading")
     return JSONResponse({

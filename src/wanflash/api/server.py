@@ -1,5 +1,6 @@
 """``wanflash serve``: one process with the API, the SQLite job store, the supervisor and
-the executor child, under uvicorn.
+the executor child, under uvicorn. ``wanflash api``: the same API without supervisor and
+executor, over PostgreSQL (stateless; run as many replicas as you like).
 
 The WebSocket message limit is ``max_body_bytes`` because SDKs inline images and audio as
 base64 (protocol §4.1). With ``print_key`` a fresh install gets one API key, created here,
@@ -25,16 +26,20 @@ def uvicorn_config_kwargs(settings: Settings) -> dict[str, object]:
     }
 
 
-def serve(settings: Settings, print_key: bool = False) -> int:
+def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -> int:
     import uvicorn
 
     from wanflash.api.app import create_app
     from wanflash.api.auth import db_path, ensure_first_key
-    from wanflash.jobs.store import TaskStore
+    from wanflash.jobs.source import open_job_source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not worker and not settings.database_url:
+        print("wanflash api needs WANFLASH_DATABASE_URL (PostgreSQL, shared with the workers); "
+              "`wanflash serve` runs the embedded all-in-one mode.", file=sys.stderr)
+        return 2
     if print_key:
-        store = TaskStore(db_path(settings), max_attempts=settings.max_attempts)
+        store = open_job_source(settings, sqlite_path=db_path(settings))
         try:
             raw = ensure_first_key(settings, store)
         finally:
@@ -43,7 +48,7 @@ def serve(settings: Settings, print_key: bool = False) -> int:
             bar = "=" * 72
             print(f"{bar}\nNew API key (stored hashed; shown only this once, save it now):\n\n    {raw}\n\n"
                   f"Use it as the SDK's api_key with url ws://{settings.host}:{settings.port}/v1\n{bar}", flush=True)
-    app = create_app(settings)
+    app = create_app(settings, worker=worker)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             **uvicorn_config_kwargs(settings))  # type: ignore[arg-type]
     uvicorn.Server(config).run()

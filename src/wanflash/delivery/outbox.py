@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
-from wanflash.jobs.store import OutboxMessage, TaskRecord, TaskStore
+from wanflash.jobs.source import JobSource, OutboxMessage, TaskRecord
 from wanflash.storage.local import persisted_secret
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Ca
 class OutboxDeliverer:
     """The delivery loop: an asyncio task next to the supervisor."""
 
-    def __init__(self, store: TaskStore, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
+    def __init__(self, store: JobSource, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
                  poll_seconds: float = 0.5, rng: Callable[[], float] = random.random) -> None:
         self.store = store
         self.sender = sender
@@ -143,7 +143,7 @@ class OutboxDeliverer:
                                 status=out.status, error=out.error)
 
 
-def build(settings: "Settings", store: TaskStore, sign_url: Callable[[str, float], str]) -> OutboxDeliverer:
+def build(settings: "Settings", store: JobSource, sign_url: Callable[[str, float], str]) -> OutboxDeliverer:
     """Install the renderer on ``store`` and return the (not yet started) delivery loop."""
     store.set_outbox_renderer(make_renderer(sign_url, settings.default_ttl_seconds))
     secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)

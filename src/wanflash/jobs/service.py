@@ -12,13 +12,13 @@ import asyncio
 
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.jobs.model import JobSpec
-from wanflash.jobs.store import DuplicateTask, InFlightExceeded, TaskRecord, TaskStore, Upload
+from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, TaskRecord, Upload
 
 TASK_TYPE = "videoInference"
 
 
 class JobService:
-    def __init__(self, store: TaskStore, wake: asyncio.Event | None = None) -> None:
+    def __init__(self, store: JobSource, wake: asyncio.Event | None = None) -> None:
         self.store = store
         self.wake = wake or asyncio.Event()
 

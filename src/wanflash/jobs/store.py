@@ -11,7 +11,13 @@ Guarantees:
   progress, completion, failure) is fenced by ``(task_uuid, attempt, state='running')``: a
   worker whose lease expired and was taken over writes nothing and gets ``False`` back.
 * An expired lease re-queues the task while ``attempt < max_attempts``; after that the task
-  fails with ``workerLost``. Claims are FIFO by creation time.
+  fails with ``workerLost``. Claims take the highest ``priority`` first, then FIFO by creation time.
+* Listeners (:meth:`TaskStore.subscribe`) get a :class:`~wanflash.jobs.source.TaskEvent` after each
+  commit that queues, progresses, ends or flags a task for cancellation (in this process only:
+  one embedded process owns the file).
+
+This is the embedded adapter of :class:`wanflash.jobs.source.JobSource`; the shared record types
+live there and are re-exported here.
 
 * **Webhook outbox**: every transition to a terminal state (``succeeded``, ``failed``,
   ``cancelled``, including ``workerLost`` from lease expiry) writes the task's webhook messages
@@ -34,11 +40,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wanflash.jobs.model import JobSpec, TaskState
+from wanflash.jobs.source import (
+    ApiKeyRow,
+    Claim,
+    DuplicateTask,
+    InFlightExceeded,
+    Listener,
+    Listeners,
+    OutboxMessage,
+    OutboxRenderer,
+    TaskEvent,
+    TaskRecord,
+    Upload,
+    record_from_row,
+)
+
+__all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "OutboxMessage", "OutboxRenderer",
+           "TaskRecord", "TaskStore", "Upload"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -92,74 +114,6 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
-class DuplicateTask(Exception):
-    """A task with this ``taskUUID`` already exists."""
-
-
-class InFlightExceeded(Exception):
-    """The submitting key already has ``max_in_flight`` tasks queued or running."""
-
-    def __init__(self, in_flight: int) -> None:
-        super().__init__(in_flight)
-        self.in_flight = in_flight
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A lease on one task: ``attempt`` fences every later write."""
-
-    task_uuid: str
-    attempt: int
-    spec: JobSpec
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    task_uuid: str
-    spec: JobSpec
-    state: TaskState
-    attempt: int
-    progress_step: int
-    progress_total: int
-    progress_stage: str | None
-    cancel_requested: bool
-    results: list[dict[str, Any]] | None
-    error_code: str | None
-    error_message: str | None
-    created: float
-    finished: float | None
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """One webhook POST to make: ``msg_id`` is the ``webhook-id`` header, ``body`` the exact bytes."""
-
-    msg_id: str
-    url: str
-    body: bytes
-    expires_at: float
-    attempts: int = 0
-    task_uuid: str = ""
-
-
-OutboxRenderer = Callable[["TaskRecord"], list[OutboxMessage]]
-
-
-@dataclass(frozen=True)
-class ApiKeyRow:
-    key_id: str
-    created: float
-    revoked: float | None
-
-
-@dataclass(frozen=True)
-class Upload:
-    upload_uuid: str
-    kind: str
-    key: str
-    content_type: str
-
-
 class TaskStore:
     """SQLite-backed task table. Thread-safe: one connection, serialized by a lock."""
 
@@ -177,6 +131,11 @@ class TaskStore:
         self._db.executescript(SCHEMA)
         self._migrate()
         self._render: OutboxRenderer | None = None
+        self._listeners = Listeners()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` after each committed event (from the writing thread); returns an unsubscribe."""
+        return self._listeners.add(listener)
 
     def set_outbox_renderer(self, render: OutboxRenderer | None) -> None:
         """Messages to queue when a task reaches a terminal state (called inside that transaction)."""
@@ -187,7 +146,7 @@ class TaskStore:
         if self._render is None:
             return
         row = db.execute("SELECT * FROM tasks WHERE task_uuid=?", (task_uuid,)).fetchone()
-        for m in self._render(_record(row)):
+        for m in self._render(record_from_row(row)):
             # OR IGNORE: a message id is written once; terminal states never change anyway.
             db.execute("INSERT OR IGNORE INTO outbox (msg_id, task_uuid, url, body, expires_at, next_at, created) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (m.msg_id, task_uuid, m.url, m.body, m.expires_at, now, now))
@@ -197,6 +156,9 @@ class TaskStore:
         cols = {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)").fetchall()}
         if "key_hash" not in cols:
             self._db.execute("ALTER TABLE tasks ADD COLUMN key_hash TEXT")
+        if "priority" not in cols:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_claim_priority ON tasks (state, priority DESC, created)")
         self._db.execute("CREATE INDEX IF NOT EXISTS tasks_key_state ON tasks (key_hash, state)")
 
     def close(self) -> None:
@@ -225,7 +187,7 @@ class TaskStore:
     # -- tasks: API side
 
     def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
-               max_in_flight: int | None = None) -> None:
+               max_in_flight: int | None = None, priority: int = 0) -> None:
         """Persist a queued task. Raises :class:`DuplicateTask` if the taskUUID exists.
 
         With ``key_hash`` and ``max_in_flight`` the key's queued+running count is checked and the
@@ -241,13 +203,14 @@ class TaskStore:
                     if n >= max_in_flight:
                         raise InFlightExceeded(int(n))
                 db.execute(
-                    "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash, priority) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (spec.task_uuid, spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
-                     time.time() if now is None else now, key_hash),
+                     time.time() if now is None else now, key_hash, priority),
                 )
         except sqlite3.IntegrityError:
             raise DuplicateTask(spec.task_uuid) from None
+        self._listeners.emit(TaskEvent("queued", spec.task_uuid, TaskState.QUEUED.value))
 
     def in_flight(self, key_hash: str) -> int:
         """Tasks of this key that are queued or running."""
@@ -257,7 +220,7 @@ class TaskStore:
 
     def get(self, task_uuid: str) -> TaskRecord | None:
         row = self._one("SELECT * FROM tasks WHERE task_uuid = ?", (task_uuid,))
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     def request_cancel(self, task_uuid: str, *, now: float | None = None) -> bool:
         """Cancel a queued task at once; flag a running one (its step callback stops it)."""
@@ -270,10 +233,14 @@ class TaskStore:
             ).rowcount
             if n:
                 self._emit(db, task_uuid, t)
-            n += db.execute(
+            flagged = db.execute(
                 "UPDATE tasks SET cancel_requested=1 WHERE task_uuid=? AND state='running'", (task_uuid,)
             ).rowcount
-        return n > 0
+        if n:
+            self._listeners.emit(TaskEvent("state", task_uuid, TaskState.CANCELLED.value))
+        if flagged:
+            self._listeners.emit(TaskEvent("cancel", task_uuid, TaskState.RUNNING.value))
+        return n + flagged > 0
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -286,11 +253,11 @@ class TaskStore:
         """Re-queue running tasks whose lease ran out, or fail them once attempts are used up."""
         t = time.time() if now is None else now
         with self._tx() as db:
-            n = db.execute(
+            requeued = db.execute(
                 "UPDATE tasks SET state='queued', lease_owner=NULL, lease_until=NULL "
-                "WHERE state='running' AND lease_until < ? AND attempt < max_attempts",
+                "WHERE state='running' AND lease_until < ? AND attempt < max_attempts RETURNING task_uuid",
                 (t,),
-            ).rowcount
+            ).fetchall()
             lost = db.execute(
                 "UPDATE tasks SET state='failed', lease_owner=NULL, lease_until=NULL, finished=?, "
                 "error_code='workerLost', error_message='The worker running this task stopped responding.' "
@@ -299,14 +266,23 @@ class TaskStore:
             ).fetchall()
             for r in lost:
                 self._emit(db, r["task_uuid"], t)
-        return n + len(lost)
+        for r in requeued:
+            self._listeners.emit(TaskEvent("queued", r["task_uuid"], TaskState.QUEUED.value))
+        for r in lost:
+            self._listeners.emit(TaskEvent("state", r["task_uuid"], TaskState.FAILED.value))
+        return len(requeued) + len(lost)
 
     def release_all_leases(self) -> int:
         """At start-up of the single embedded worker every running row is an orphan: expire it now."""
         return self._write("UPDATE tasks SET lease_until = 0 WHERE state='running'")
 
+    def worker_started(self) -> None:
+        """The embedded process has exactly one worker: rows left 'running' by a previous process are orphans."""
+        self.release_all_leases()
+
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:
-        """Take the oldest queued task (after expiring stale leases) and lease it to ``owner``."""
+        """Take the highest-priority, then oldest, queued task (after expiring stale leases) and lease it
+        to ``owner``."""
         t = time.time() if now is None else now
         self.expire_leases(now=t)
         with self._tx() as db:
@@ -314,7 +290,7 @@ class TaskStore:
                 "UPDATE tasks SET state='running', attempt=attempt+1, lease_owner=?, lease_until=?, "
                 "started=?, progress_step=0, progress_total=0, progress_stage=NULL "
                 "WHERE task_uuid = (SELECT task_uuid FROM tasks WHERE state='queued' "
-                "                   ORDER BY created, rowid LIMIT 1) "
+                "                   ORDER BY priority DESC, created, rowid LIMIT 1) "
                 "RETURNING task_uuid, attempt, spec",
                 (owner, t + lease_seconds, t),
             ).fetchone()
@@ -335,11 +311,14 @@ class TaskStore:
         return bool(row and row["cancel_requested"])
 
     def progress(self, task_uuid: str, attempt: int, step: int, total: int, stage: str) -> bool:
-        return self._write(
+        ok = self._write(
             "UPDATE tasks SET progress_step=?, progress_total=?, progress_stage=? "
             "WHERE task_uuid=? AND attempt=? AND state='running'",
             (step, total, stage, task_uuid, attempt),
         ) == 1
+        if ok:
+            self._listeners.emit(TaskEvent("progress", task_uuid, TaskState.RUNNING.value, step, total, stage))
+        return ok
 
     def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
                  now: float | None = None) -> bool:
@@ -353,12 +332,15 @@ class TaskStore:
             ).rowcount == 1
             if ok:
                 self._emit(db, task_uuid, t)
+        if ok:
+            self._listeners.emit(TaskEvent("state", task_uuid, TaskState.SUCCEEDED.value))
         return ok
 
     def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
              now: float | None = None) -> bool:
         """Record a failure; a retryable one re-queues while attempts remain. Fenced like complete."""
         t = time.time() if now is None else now
+        requeued = ok = False
         with self._tx() as db:
             if retryable:
                 n = db.execute(
@@ -368,15 +350,20 @@ class TaskStore:
                     (code, message, task_uuid, attempt),
                 ).rowcount
                 if n:
-                    return True
-            ok = db.execute(
-                "UPDATE tasks SET state='failed', finished=?, error_code=?, error_message=?, "
-                "lease_owner=NULL, lease_until=NULL WHERE task_uuid=? AND attempt=? AND state='running'",
-                (t, code, message, task_uuid, attempt),
-            ).rowcount == 1
-            if ok:
-                self._emit(db, task_uuid, t)
-            return ok
+                    requeued = True
+            if not requeued:
+                ok = db.execute(
+                    "UPDATE tasks SET state='failed', finished=?, error_code=?, error_message=?, "
+                    "lease_owner=NULL, lease_until=NULL WHERE task_uuid=? AND attempt=? AND state='running'",
+                    (t, code, message, task_uuid, attempt),
+                ).rowcount == 1
+                if ok:
+                    self._emit(db, task_uuid, t)
+        if requeued:
+            self._listeners.emit(TaskEvent("queued", task_uuid, TaskState.QUEUED.value))
+        elif ok:
+            self._listeners.emit(TaskEvent("state", task_uuid, TaskState.FAILED.value))
+        return requeued or ok
 
     def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool:
         t = time.time() if now is None else now
@@ -389,6 +376,8 @@ class TaskStore:
             ).rowcount == 1
             if ok:
                 self._emit(db, task_uuid, t)
+        if ok:
+            self._listeners.emit(TaskEvent("state", task_uuid, TaskState.CANCELLED.value))
         return ok
 
     # -- webhook outbox
@@ -456,20 +445,3 @@ class TaskStore:
             return None
         return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
 
-
-def _record(row: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        task_uuid=row["task_uuid"],
-        spec=JobSpec.model_validate_json(row["spec"]),
-        state=TaskState(row["state"]),
-        attempt=row["attempt"],
-        progress_step=row["progress_step"],
-        progress_total=row["progress_total"],
-        progress_stage=row["progress_stage"],
-        cancel_requested=bool(row["cancel_requested"]),
-        results=json.loads(row["results"]) if row["results"] else None,
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        created=row["created"],
-        finished=row["finished"],
-    )

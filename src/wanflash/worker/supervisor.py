@@ -9,6 +9,10 @@ One asyncio task in the serve process. For each claimed task it
 3. probes every encoded file, puts it in storage under ``outputs/{taskUUID}/{i}.{ext}`` and
    completes the task with one result per video (``videoUUID``, ``seed``, ``key``, media facts).
 
+The store is any :class:`~wanflash.jobs.source.JobSource` (embedded SQLite or PostgreSQL). Its
+events wake the loop when a task is queued and forward a cancellation to the executor at once;
+the heartbeat also polls ``cancel_requested`` in case an event was missed.
+
 Every store write carries the claim's attempt number, so a run whose lease was taken over
 writes nothing. Failures map to transitions: :class:`ExecutorDead` and lost leases are
 retryable (re-queued up to ``max_attempts``), :class:`JobFailed` says itself, cancellation
@@ -34,11 +38,12 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
-from wanflash.jobs.store import Claim, TaskStore
+from wanflash.jobs.source import Claim, JobSource, TaskEvent
 from wanflash.worker.executor import Executor
 from wanflash.worker.protocol import Done, Progress, RunJob
 
@@ -52,7 +57,7 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress writes per task
 
 
 class Supervisor:
-    def __init__(self, settings: "Settings", store: TaskStore, storage: "LocalStore", executor: Executor, *,
+    def __init__(self, settings: "Settings", store: JobSource, storage: "LocalStore", executor: Executor, *,
                  wake: asyncio.Event | None = None, poll_seconds: float = 1.0) -> None:
         self.settings = settings
         self.store = store
@@ -63,16 +68,30 @@ class Supervisor:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tmp_root = Path(settings.data_dir) / "tmp"
         self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.current: str | None = None
 
     def start(self) -> None:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
-        # Embedded mode has exactly one worker: rows left 'running' by a previous process are orphans.
-        self.store.release_all_leases()
+        # Embedded: rows left 'running' by a previous process are orphans. PostgreSQL: register with
+        # procrastinate (worker heartbeat) and listen for dispatch and abort notifications.
+        self.store.worker_started()
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: TaskEvent) -> None:  # called from the store's thread
+            if event.kind == "queued":
+                loop.call_soon_threadsafe(self.wake.set)
+            elif event.kind == "cancel" and event.task_uuid == self.current:
+                loop.call_soon_threadsafe(self.executor.cancel, event.task_uuid)
+
+        self._unsubscribe = self.store.subscribe(on_event)
         self.executor.start()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-supervisor")
+        self._task = loop.create_task(self._loop(), name="wanflash-supervisor")
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -160,7 +179,8 @@ class Supervisor:
         except JobFailed as exc:
             await asyncio.to_thread(self.store.fail, tu, attempt, exc.code, exc.message, retryable=exc.retryable)
         except asyncio.CancelledError:
-            # Shutdown: leave the row 'running'; the next start re-queues it (release_all_leases).
+            # Shutdown: leave the row 'running'. Embedded: the next start re-queues it (worker_started);
+            # PostgreSQL: closing the source voids this process's leases, so any worker re-queues it.
             raise
         except Exception as exc:
             log.exception("task %s failed", tu)

@@ -1,0 +1,265 @@
+"""The job source port: what the API and the workers need from the task table, in one protocol.
+
+Two adapters implement :class:`JobSource`:
+
+* :class:`wanflash.jobs.store.TaskStore` (embedded, the default): one SQLite file; the task table
+  is both the queue and the source of truth.
+* :class:`wanflash.jobs.postgres.PostgresJobSource` (distributed): the task table lives in
+  PostgreSQL and stays the source of truth; procrastinate dispatches (priority, a queueing lock
+  per taskUUID, worker heartbeats and stalled-job retry, abort, LISTEN/NOTIFY).
+
+The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same suite on each):
+
+* ``taskUUID`` is the primary key: a second :meth:`~JobSource.insert` raises :class:`DuplicateTask`.
+* Claims are ordered by ``priority`` (higher first), then FIFO; a task is claimed by one worker
+  at a time, and each claim increments ``attempt``.
+* Every worker write (heartbeat, progress, complete, fail, cancelled) is fenced by
+  ``(task_uuid, attempt, state='running')``: a stale attempt writes nothing and gets ``False``.
+* An expired lease re-queues the task while ``attempt < max_attempts``, else fails it with
+  ``workerLost``. Terminal transitions write the webhook outbox rows in the same transaction.
+* A queued task is cancelled at once; a running one is flagged, and subscribers get a ``cancel``
+  event so the worker's step callback stops it.
+* :meth:`~JobSource.subscribe` delivers :class:`TaskEvent` (queued, progress, state, cancel) to
+  listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
+
+All methods are synchronous and short; async callers run them in a thread
+(:mod:`wanflash.jobs.service`, the supervisor).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from wanflash.jobs.model import JobSpec, TaskState
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from wanflash.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateTask(Exception):
+    """A task with this ``taskUUID`` already exists."""
+
+
+class InFlightExceeded(Exception):
+    """The submitting key already has ``max_in_flight`` tasks queued or running."""
+
+    def __init__(self, in_flight: int) -> None:
+        super().__init__(in_flight)
+        self.in_flight = in_flight
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lease on one task: ``attempt`` fences every later write."""
+
+    task_uuid: str
+    attempt: int
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_uuid: str
+    spec: JobSpec
+    state: TaskState
+    attempt: int
+    progress_step: int
+    progress_total: int
+    progress_stage: str | None
+    cancel_requested: bool
+    results: list[dict[str, Any]] | None
+    error_code: str | None
+    error_message: str | None
+    created: float
+    finished: float | None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One webhook POST to make: ``msg_id`` is the ``webhook-id`` header, ``body`` the exact bytes."""
+
+    msg_id: str
+    url: str
+    body: bytes
+    expires_at: float
+    attempts: int = 0
+    task_uuid: str = ""
+
+
+OutboxRenderer = Callable[[TaskRecord], list[OutboxMessage]]
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_id: str
+    created: float
+    revoked: float | None
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_uuid: str
+    kind: str
+    key: str
+    content_type: str
+
+
+EventKind = Literal["queued", "progress", "state", "cancel"]
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A change worth telling listeners about: a task became claimable, made progress, reached a
+    state, or was asked to stop. Small on purpose (it travels in a NOTIFY payload)."""
+
+    kind: EventKind
+    task_uuid: str
+    state: str | None = None
+    step: int = 0
+    total: int = 0
+    stage: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"k": self.kind, "t": self.task_uuid, "s": self.state, "n": self.step, "of": self.total,
+                           "st": self.stage}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, payload: str) -> "TaskEvent":
+        d = json.loads(payload)
+        return cls(d["k"], d["t"], d.get("s"), d.get("n", 0), d.get("of", 0), d.get("st"))
+
+
+Listener = Callable[[TaskEvent], None]
+
+
+class JobSource(Protocol):
+    """The port. ``now`` parameters exist for tests; production passes nothing (wall clock)."""
+
+    max_attempts: int
+
+    # -- API side
+    def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
+               max_in_flight: int | None = None, priority: int = 0) -> None: ...
+
+    def in_flight(self, key_hash: str) -> int: ...
+
+    def get(self, task_uuid: str) -> TaskRecord | None: ...
+
+    def request_cancel(self, task_uuid: str, *, now: float | None = None) -> bool: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    # -- worker side, fenced by attempt
+    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None: ...
+
+    def expire_leases(self, *, now: float | None = None) -> int: ...
+
+    def worker_started(self) -> None: ...
+
+    def heartbeat(self, task_uuid: str, attempt: int, lease_seconds: float, *, now: float | None = None) -> bool: ...
+
+    def cancel_requested(self, task_uuid: str) -> bool: ...
+
+    def progress(self, task_uuid: str, attempt: int, step: int, total: int, stage: str) -> bool: ...
+
+    def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
+                 now: float | None = None) -> bool: ...
+
+    def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
+             now: float | None = None) -> bool: ...
+
+    def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool: ...
+
+    # -- events
+    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+
+    # -- webhook outbox
+    def set_outbox_renderer(self, render: OutboxRenderer | None) -> None: ...
+
+    def lease_outbox(self, lease_seconds: float, limit: int = 16, *,
+                     now: float | None = None) -> list[OutboxMessage]: ...
+
+    def outbox_result(self, msg_id: str, *, state: str, attempts: int, next_at: float | None = None,
+                      status: int | None = None, error: str | None = None) -> None: ...
+
+    def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]: ...
+
+    # -- API keys (hashes only) and the upload index
+    def add_key(self, key_id: str, key_hash: str, *, now: float | None = None) -> None: ...
+
+    def key_hash_active(self, key_hash: str) -> bool: ...
+
+    def list_keys(self) -> list[ApiKeyRow]: ...
+
+    def revoke_key(self, key_id: str, *, now: float | None = None) -> bool: ...
+
+    def active_key_count(self) -> int: ...
+
+    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None: ...
+
+    def get_upload(self, upload_uuid: str) -> Upload | None: ...
+
+    def close(self) -> None: ...
+
+
+class Listeners:
+    """In-process fan-out of :class:`TaskEvent`; a failing listener never breaks the writer."""
+
+    def __init__(self) -> None:
+        self._items: list[Listener] = []
+
+    def add(self, listener: Listener) -> Callable[[], None]:
+        self._items.append(listener)
+        return lambda: self._items.remove(listener) if listener in self._items else None
+
+    def emit(self, event: TaskEvent) -> None:
+        for fn in list(self._items):
+            try:
+                fn(event)
+            except Exception:  # a listener's bug must not undo a committed transition
+                log.exception("task event listener failed")
+
+
+def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
+    """A task row (SQLite ``Row`` or a psycopg dict row; same column names) as a :class:`TaskRecord`."""
+    return TaskRecord(
+        task_uuid=row["task_uuid"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        state=TaskState(row["state"]),
+        attempt=row["attempt"],
+        progress_step=row["progress_step"],
+        progress_total=row["progress_total"],
+        progress_stage=row["progress_stage"],
+        cancel_requested=bool(row["cancel_requested"]),
+        results=json.loads(row["results"]) if row["results"] else None,
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        created=row["created"],
+        finished=row["finished"],
+        priority=row["priority"],
+    )
+
+
+def open_job_source(settings: "Settings", *, sqlite_path: "Path | None" = None) -> JobSource:
+    """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else the SQLite file
+    at ``sqlite_path``."""
+    if settings.database_url:
+        from wanflash.jobs.postgres import PostgresJobSource
+
+        return PostgresJobSource(settings.database_url, max_attempts=settings.max_attempts,
+                                 worker_heartbeat_seconds=settings.heartbeat_seconds,
+                                 stalled_worker_seconds=settings.lease_seconds)
+    from wanflash.jobs.store import TaskStore
+
+    if sqlite_path is None:
+        raise ValueError("no WANFLASH_DATABASE_URL and no SQLite path: nothing to open")
+    return TaskStore(sqlite_path, max_attempts=settings.max_attempts)

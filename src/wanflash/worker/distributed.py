@@ -1,0 +1,202 @@
+"""``wanflash worker``: GPU worker processes that claim tasks from PostgreSQL.
+
+The command is a small parent that owns no GPU. For each slot (one GPU of ``--gpus``, or one
+``cpu`` slot) it starts a child process with ``CUDA_VISIBLE_DEVICES`` set to that GPU (empty for
+``cpu``), so every child sees exactly one device as ``cuda:0``. A child runs the same
+:class:`~wanflash.worker.supervisor.Supervisor` as ``wanflash serve`` over a
+:class:`~wanflash.jobs.postgres.PostgresJobSource`: claim, heartbeat, run on the executor,
+store outputs, complete (webhook outbox rows are rendered here, delivered by ``wanflash api``).
+
+* A child that dies is restarted (after a short back-off); the task it held is recovered by the
+  other workers (procrastinate's stalled-job retry, or the task's lease) and re-run.
+* SIGTERM/SIGINT on the parent stop the children gracefully: each stops its supervisor and
+  closes its job source, which voids its leases so another worker re-queues those tasks at once.
+* A child whose parent disappears (killed with SIGKILL) stops itself the same way.
+* The settings reach the children whole, as JSON on stdin (never in argv, which ``ps`` shows).
+
+``--group-size k > 1`` hands over to :func:`wanflash.worker.group.run_group` (multi-GPU worker
+groups, one job on k GPUs), which lives in its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+
+log = logging.getLogger("wanflash.worker")
+
+RESTART_BACKOFF_S = 2.0
+
+
+def parse_gpus(spec: str | None) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``; empty or ``cpu`` -> ``["cpu"]`` (one CPU slot). Ranges: ``"0-3"``."""
+    if not spec or spec.strip().lower() == "cpu":
+        return ["cpu"]
+    out: list[str] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+                raise ValueError(f"--gpus: bad range {part!r}")
+            out += [str(i) for i in range(int(lo), int(hi) + 1)]
+        elif part.isdigit():
+            out.append(part)
+        else:
+            raise ValueError(f"--gpus: {part!r} is not a GPU index (use e.g. 0,1 or 0-3 or cpu)")
+    if len(set(out)) != len(out):
+        raise ValueError("--gpus lists a GPU twice")
+    return out or ["cpu"]
+
+
+def run_worker(settings: "Settings", *, gpus: list[str], group_size: int = 1,
+               pipeline_factory: str | None = None) -> int:
+    """Run worker slots until SIGTERM/SIGINT; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.database_url:
+        print("wanflash worker needs WANFLASH_DATABASE_URL (PostgreSQL); `wanflash serve` runs the embedded "
+              "all-in-one mode instead.", file=sys.stderr)
+        return 2
+    if group_size < 1:
+        print("--group-size must be at least 1", file=sys.stderr)
+        return 2
+    if group_size > 1:
+        try:
+            from wanflash.worker.group import run_group  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            print("--group-size > 1 needs multi-GPU worker groups (wanflash.worker.group), which this build "
+                  "does not include.", file=sys.stderr)
+            return 2
+        return int(run_group(settings, gpus=gpus, group_size=group_size))
+    return _Parent(settings, gpus, pipeline_factory).run()
+
+
+class _Parent:
+    def __init__(self, settings: "Settings", gpus: list[str], pipeline_factory: str | None) -> None:
+        self.settings = settings
+        self.gpus = gpus
+        self.pipeline_factory = pipeline_factory
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _spawn(self, gpu: str) -> subprocess.Popen[bytes]:
+        from wanflash.config import child_environment
+
+        settings = self.settings
+        if gpu == "cpu" and settings.device == "auto":
+            settings = settings.model_copy(update={"device": "cpu"})
+        cmd = [sys.executable, "-m", "wanflash.worker.distributed", "--slot", gpu, "--parent", str(os.getpid())]
+        if self.pipeline_factory:
+            cmd += ["--pipeline-factory", self.pipeline_factory]
+        env = child_environment(CUDA_VISIBLE_DEVICES="" if gpu == "cpu" else gpu)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
+        assert proc.stdin is not None  # stdin=PIPE
+        proc.stdin.write(settings.model_dump_json().encode())
+        proc.stdin.close()
+        log.info("worker slot %s: pid %d", gpu, proc.pid)
+        return proc
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        for p in self.children.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for g in self.gpus:
+            self.children[g] = self._spawn(g)
+        restart_at: dict[str, float] = {}
+        while not self.stopping:
+            time.sleep(0.2)
+            for g, p in list(self.children.items()):
+                if p.poll() is None or self.stopping:
+                    continue
+                if g not in restart_at:
+                    log.warning("worker slot %s exited with %s; restarting in %.0f s", g, p.returncode,
+                                RESTART_BACKOFF_S)
+                    restart_at[g] = time.monotonic() + RESTART_BACKOFF_S
+                elif time.monotonic() >= restart_at[g]:
+                    del restart_at[g]
+                    self.children[g] = self._spawn(g)
+        deadline = time.monotonic() + 60
+        for p in self.children.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return 0
+
+
+async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
+    """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
+    from wanflash.delivery.outbox import make_renderer
+    from wanflash.jobs.source import open_job_source
+    from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
+    from wanflash.worker.executor import create_executor
+    from wanflash.worker.supervisor import Supervisor
+
+    data_dir = Path(settings.data_dir)
+    source = open_job_source(settings)
+    signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
+    # Terminal transitions render their webhook messages here, in the transaction; `wanflash api` sends them.
+    source.set_outbox_renderer(make_renderer(lambda key, exp: settings.base_url + signer.sign(key, exp),
+                                             settings.default_ttl_seconds))
+    supervisor = Supervisor(settings, source, LocalStore(data_dir / "media"),
+                            create_executor(settings, pipeline_factory))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def orphan_watch() -> None:
+        while parent_pid is not None and os.getppid() == parent_pid:
+            await asyncio.sleep(1.0)
+        if parent_pid is not None:
+            log.warning("parent %d is gone; stopping", parent_pid)
+            stop.set()
+
+    watch = asyncio.create_task(orphan_watch())
+    supervisor.start()
+    try:
+        await stop.wait()
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await supervisor.stop()
+        await asyncio.to_thread(source.close)
+
+
+def _child_main(argv: list[str] | None = None) -> int:
+    from wanflash.config import Settings
+
+    ap = argparse.ArgumentParser(prog="wanflash-worker-slot")
+    ap.add_argument("--slot", required=True)
+    ap.add_argument("--parent", type=int, default=None)
+    ap.add_argument("--pipeline-factory", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s slot {args.slot} %(levelname)s %(name)s: %(message)s")
+    settings = Settings.model_validate_json(sys.stdin.buffer.read())
+    asyncio.run(serve_jobs(settings, pipeline_factory=args.pipeline_factory, parent_pid=args.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

@@ -1,0 +1,143 @@
+"""Distributed mode end to end: ``wanflash migrate``, one ``wanflash api`` and two ``wanflash worker``
+processes over a real PostgreSQL on loopback. Ten tasks go in over REST; one worker (its whole
+process group, like a crashed node) is SIGKILLed while it runs a task; every task still completes
+exactly once: one success result each, one webhook each, one stored output each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.api.support import API_KEY
+from tests.delivery.receiver import receiver
+from tests.jobs.pgserver import PgServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = "tests.worker.fixture_pipelines:paced"  # 10 steps x 0.1 s per job
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(env: dict[str, str], *args: str, **kw: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "wanflash.cli", *args], cwd=ROOT, env=env, **kw)
+
+
+def post(url: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    r = httpx.post(url, json=tasks, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_path: Path) -> None:
+    db = pg_server.create_database()
+    port = free_port()
+    env = {**os.environ, "WANFLASH_DATABASE_URL": db, "WANFLASH_DATA_DIR": str(tmp_path / "data"),
+           "WANFLASH_API_KEYS": API_KEY, "WANFLASH_ALLOW_LOOPBACK_FETCH": "true", "WANFLASH_PORT": str(port),
+           "WANFLASH_PUBLIC_URL": f"http://127.0.0.1:{port}", "WANFLASH_URL_SECRET": "s" * 32,
+           "WANFLASH_HEARTBEAT_SECONDS": "0.3", "WANFLASH_LEASE_SECONDS": "3", "WANFLASH_EXECUTOR": "inprocess"}
+    for _ in range(2):  # idempotent
+        assert run_cli(env, "migrate", stdout=subprocess.DEVNULL).wait(60) == 0
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api = run_cli(env, "api", stderr=open(tmp_path / "api.log", "ab"))
+        procs.append(api)
+        # Each worker in its own process group: killing the group is a crashed node.
+        workers = [run_cli(env, "worker", "--gpus", "cpu", "--pipeline-factory", PIPELINE, start_new_session=True,
+                           stderr=open(tmp_path / "w.log", "ab")) for _ in range(2)]
+        procs += workers
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).json().get("role") == "api":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and api.poll() is None, "API did not start"
+            time.sleep(0.1)
+
+        with receiver() as hooks:
+            ids = [str(uuid.uuid4()) for _ in range(10)]
+            reply = post(base + "/v1", [{"taskType": "videoInference", "taskUUID": tu, "model": "alibaba:wan@2.6-flash",
+                                         "positivePrompt": "distributed", "width": 960, "height": 960, "duration": 2,
+                                         "seed": i + 1, "webhookURL": hooks.url + "/hook"}
+                                        for i, tu in enumerate(ids)])
+            assert sorted(d["taskUUID"] for d in reply["data"]) == sorted(ids), reply
+
+            # Kill the first worker while it holds a running task.
+            victim = workers[0]
+            killed_task = None
+            deadline = time.monotonic() + 30
+            with psycopg.connect(db) as conn:
+                while killed_task is None:
+                    assert time.monotonic() < deadline, "no task ever ran on the first worker"
+                    for tu, owner in conn.execute("SELECT task_uuid, lease_owner FROM wanflash_tasks "
+                                                  "WHERE state='running' AND progress_step > 0").fetchall():
+                        pid = int(owner.split(":")[1])
+                        try:
+                            if os.getpgid(pid) == victim.pid:
+                                killed_task = tu
+                        except ProcessLookupError:
+                            pass
+                    conn.commit()
+                    time.sleep(0.05)
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+
+            results: dict[str, list[dict[str, Any]]] = {}
+            deadline = time.monotonic() + 45
+            while len(results) < len(ids):
+                assert time.monotonic() < deadline, f"unfinished: {set(ids) - set(results)}"
+                for tu in set(ids) - set(results):
+                    r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
+                    assert not r.get("errors"), r
+                    if r["data"][0].get("status") == "success":
+                        results[tu] = r["data"]
+                time.sleep(0.2)
+
+            # Webhooks are delivered by the API process from the shared outbox.
+            deadline = time.monotonic() + 15
+            while len(hooks.requests) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)  # a duplicate, if there were one, would arrive now
+            hook_ids = Counter(r.headers["webhook-id"] for r in hooks.requests)
+
+        for tu, items in results.items():
+            assert len(items) == 1 and items[0]["videoURL"] and items[0]["taskUUID"] == tu
+            assert httpx.get(items[0]["videoURL"], timeout=10).status_code == 200  # any replica serves the media
+        assert hook_ids == Counter({f"msg_{tu}_0": 1 for tu in ids})
+        assert {json.loads(r.body)["taskUUID"] for r in hooks.requests} == set(ids)
+        outputs = tmp_path / "data" / "media" / "outputs"
+        assert sorted(p.name for p in outputs.iterdir()) == sorted(ids)
+        assert all(len(list((outputs / tu).iterdir())) == 1 for tu in ids)
+        with psycopg.connect(db) as conn:
+            rows = dict(conn.execute("SELECT task_uuid, attempt FROM wanflash_tasks WHERE state='succeeded'").fetchall())
+            tokens = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo','doing')").fetchone()
+        assert set(rows) == set(ids)
+        assert rows[killed_task] == 2  # re-run by the surviving worker
+        assert tokens == (0,)  # no dispatch token left behind
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()

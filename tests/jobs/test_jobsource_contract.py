@@ -1,0 +1,265 @@
+"""One contract, two adapters: every test runs on the embedded SQLite store and on PostgreSQL +
+procrastinate (a real server, see conftest.py)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jobs.test_store import spec
+from wanflash.jobs.model import TaskState
+from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent
+
+
+class Adapter:
+    """Makes sources of one kind that share one database (each like a separate process)."""
+
+    def __init__(self, kind: str, target: str) -> None:
+        self.kind = kind
+        self.target = target
+        self.opened: list[JobSource] = []
+
+    def make(self) -> JobSource:
+        src = open_source(self.kind, self.target)
+        self.opened.append(src)
+        return src
+
+
+def open_source(kind: str, target: str) -> JobSource:
+    if kind == "sqlite":
+        from wanflash.jobs.store import TaskStore
+
+        return TaskStore(Path(target), max_attempts=2)
+    from wanflash.jobs.postgres import PostgresJobSource
+
+    return PostgresJobSource(target, max_attempts=2, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]:
+    target = str(tmp_path / "db.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    a = Adapter(request.param, target)
+    yield a
+    for s in a.opened:
+        s.close()
+
+
+@pytest.fixture
+def src(adapter: Adapter) -> JobSource:
+    return adapter.make()
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_claims_by_priority_then_fifo(src: JobSource) -> None:
+    low1, low2, high1, high2, urgent = (spec() for _ in range(5))
+    for i, (s, prio) in enumerate([(low1, 0), (high1, 5), (low2, 0), (high2, 5), (urgent, 9)]):
+        src.insert(s, now=100.0 + i, priority=prio)
+    order = [src.claim("w", 30, now=200.0) for _ in range(6)]
+    assert [c.task_uuid for c in order[:5] if c] == [s.task_uuid for s in (urgent, high1, high2, low1, low2)]
+    assert order[5] is None
+    assert src.get(urgent.task_uuid).priority == 9  # type: ignore[union-attr]
+
+
+def test_submit_is_idempotent_on_task_uuid(adapter: Adapter) -> None:
+    api1, api2 = adapter.make(), adapter.make()  # two API replicas
+    s = spec()
+    api1.insert(s)
+    with pytest.raises(DuplicateTask):
+        api2.insert(s)
+    with pytest.raises(DuplicateTask):
+        api1.insert(s, priority=3)
+    assert api2.counts() == {"queued": 1}
+    c = api1.claim("w", 30)
+    assert c and c.task_uuid == s.task_uuid and c.attempt == 1
+    assert api2.claim("w2", 30) is None  # one task, one claim
+
+
+def test_in_flight_cap(src: JobSource) -> None:
+    for _ in range(2):
+        src.insert(spec(), key_hash="k", max_in_flight=2)
+    with pytest.raises(InFlightExceeded):
+        src.insert(spec(), key_hash="k", max_in_flight=2)
+    assert src.in_flight("k") == 2
+
+
+def test_lease_expiry_requeues_with_next_attempt(src: JobSource) -> None:
+    s = spec()
+    src.insert(s, now=0)
+    first = src.claim("a", 30, now=10)
+    assert first and first.attempt == 1
+    assert src.heartbeat(s.task_uuid, 1, 30, now=20)  # lease now runs to 50
+    assert src.claim("b", 30, now=45) is None
+    second = src.claim("b", 30, now=51)
+    assert second and second.task_uuid == s.task_uuid and second.attempt == 2
+    assert src.get(s.task_uuid).state is TaskState.RUNNING  # type: ignore[union-attr]
+
+
+def test_completion_is_fenced_by_attempt(src: JobSource) -> None:
+    s = spec()
+    src.insert(s, now=0)
+    assert src.claim("a", 30, now=1)
+    assert src.claim("b", 30, now=40)  # a's lease expired: b runs attempt 2
+    # The zombie first attempt can write nothing at all.
+    assert not src.heartbeat(s.task_uuid, 1, 30, now=41)
+    assert not src.progress(s.task_uuid, 1, 1, 2, "denoise")
+    assert not src.complete(s.task_uuid, 1, [{"videoUUID": "stale"}])
+    assert not src.fail(s.task_uuid, 1, "x", "y")
+    assert not src.fail(s.task_uuid, 1, "x", "y", retryable=True)
+    assert not src.cancelled(s.task_uuid, 1)
+    assert src.complete(s.task_uuid, 2, [{"videoUUID": "fresh"}], now=60)
+    rec = src.get(s.task_uuid)
+    assert rec and rec.state is TaskState.SUCCEEDED and rec.results == [{"videoUUID": "fresh"}] and rec.finished == 60
+    assert not src.complete(s.task_uuid, 2, [{"videoUUID": "again"}])  # terminal: a second completion is refused
+    assert src.get(s.task_uuid).results == [{"videoUUID": "fresh"}]  # type: ignore[union-attr]
+
+
+def test_cancel_while_queued(src: JobSource) -> None:
+    s = spec()
+    src.insert(s)
+    assert src.request_cancel(s.task_uuid)
+    rec = src.get(s.task_uuid)
+    assert rec and rec.state is TaskState.CANCELLED and rec.error_code == "taskCancelled"
+    assert src.claim("w", 30) is None
+    assert not src.request_cancel(s.task_uuid)  # nothing left to cancel
+
+
+def test_cancel_while_running_reaches_the_worker(adapter: Adapter) -> None:
+    worker = adapter.make()
+    # PostgreSQL: the API is another process, reached through procrastinate's abort NOTIFY.
+    # Embedded: the API and the supervisor share one store, and the event is in-process.
+    api = adapter.make() if adapter.kind == "postgres" else worker
+    events: list[TaskEvent] = []
+    worker.subscribe(events.append)
+    s = spec()
+    api.insert(s)
+    c = worker.claim("w", 30)
+    assert c
+    assert api.request_cancel(s.task_uuid)
+    assert worker.cancel_requested(s.task_uuid)  # the poll the supervisor makes each heartbeat
+    assert wait_for(lambda: any(e.kind == "cancel" and e.task_uuid == s.task_uuid for e in events))
+    assert worker.cancelled(s.task_uuid, c.attempt)
+    rec = api.get(s.task_uuid)
+    assert rec and rec.state is TaskState.CANCELLED
+    assert not worker.complete(s.task_uuid, c.attempt, [{"videoUUID": "late"}])
+
+
+def test_attempts_cap_fails_with_worker_lost(src: JobSource) -> None:
+    s = spec()
+    src.insert(s, now=0)
+    assert src.claim("a", 10, now=1)
+    c2 = src.claim("a", 10, now=12)  # attempt 2 after expiry
+    assert c2 and c2.attempt == 2
+    assert src.claim("a", 10, now=30) is None  # attempt 2 expired and max_attempts=2
+    rec = src.get(s.task_uuid)
+    assert rec and rec.state is TaskState.FAILED and rec.error_code == "workerLost" and rec.attempt == 2
+
+
+def test_retryable_failure_requeues_until_cap(src: JobSource) -> None:
+    s = spec()
+    src.insert(s)
+    c1 = src.claim("a", 30)
+    assert c1 and src.fail(s.task_uuid, 1, "workerLost", "died", retryable=True)
+    assert src.get(s.task_uuid).state is TaskState.QUEUED  # type: ignore[union-attr]
+    c2 = src.claim("a", 30)
+    assert c2 and c2.attempt == 2
+    assert src.fail(s.task_uuid, 2, "workerLost", "died again", retryable=True)
+    rec = src.get(s.task_uuid)
+    assert rec and rec.state is TaskState.FAILED and rec.error_message == "died again"
+    assert src.claim("a", 30) is None
+
+
+def test_progress_events_reach_a_subscriber(adapter: Adapter) -> None:
+    worker = adapter.make()
+    # PostgreSQL: another process (an API replica) sees the worker's progress through NOTIFY.
+    # Embedded: one process owns the file, so its listeners are in-process.
+    observer = adapter.make() if adapter.kind == "postgres" else worker
+    events: list[TaskEvent] = []
+    observer.subscribe(events.append)
+    s = spec()
+    worker.insert(s)
+    c = worker.claim("w", 30)
+    assert c and worker.progress(s.task_uuid, 1, 2, 4, "denoise")
+    assert worker.complete(s.task_uuid, 1, [{"videoUUID": "v"}])
+    mine = lambda: [e for e in events if e.task_uuid == s.task_uuid]  # noqa: E731
+    assert wait_for(lambda: any(e.kind == "state" and e.state == "succeeded" for e in mine()))
+    assert [(e.step, e.total, e.stage) for e in mine() if e.kind == "progress"] == [(2, 4, "denoise")]
+    rec = observer.get(s.task_uuid)
+    assert rec and (rec.progress_step, rec.progress_total, rec.progress_stage) == (2, 4, "denoise")
+
+
+def test_terminal_transition_writes_the_outbox_once(src: JobSource) -> None:
+    src.set_outbox_renderer(lambda rec: [OutboxMessage(f"msg_{rec.task_uuid}", "http://h/hook",
+                                                       rec.state.value.encode(), time.time() + 60)])
+    s = spec()
+    src.insert(s)
+    assert src.claim("w", 30)
+    assert src.complete(s.task_uuid, 1, [{"videoUUID": "v"}])
+    rows = src.outbox_rows(s.task_uuid)
+    assert [(r["msg_id"], bytes(r["body"])) for r in rows] == [(f"msg_{s.task_uuid}", b"succeeded")]
+    leased = src.lease_outbox(60)
+    assert [m.msg_id for m in leased] == [f"msg_{s.task_uuid}"]
+    assert src.lease_outbox(60) == []  # leased: a second delivery loop skips it
+    src.outbox_result(leased[0].msg_id, state="delivered", attempts=1, status=200)
+    assert src.outbox_rows(s.task_uuid)[0]["state"] == "delivered"
+
+
+def test_keys_and_uploads_are_shared(adapter: Adapter) -> None:
+    a, b = adapter.make(), adapter.make()
+    a.add_key("k1", "h1")
+    assert b.key_hash_active("h1") and b.active_key_count() == 1
+    assert [k.key_id for k in b.list_keys()] == ["k1"]
+    assert b.revoke_key("k1") and not a.key_hash_active("h1")
+    a.add_upload("u1", "image", "uploads/u1.png", "image/png")
+    up = b.get_upload("u1")
+    assert up and up.key == "uploads/u1.png"
+    assert b.get_upload("nope") is None
+
+
+def _claimer(kind: str, target: str, start: Any, out: Any) -> None:
+    src = open_source(kind, target)
+    got: list[str] = []
+    try:
+        start.wait(60)  # every claimer is connected before the first claim
+        while (c := src.claim(f"p{id(src)}", 30)) is not None:
+            got.append(c.task_uuid)
+            time.sleep(0.005)  # a job takes a moment: the others claim meanwhile
+            src.complete(c.task_uuid, c.attempt, [{"videoUUID": str(uuid.uuid4())}])
+    finally:
+        out.put(got)
+        src.close()
+
+
+def test_concurrent_claimers_never_share_a_task(adapter: Adapter) -> None:
+    src = adapter.make()
+    ids = []
+    for _ in range(60):
+        s = spec()
+        src.insert(s)
+        ids.append(s.task_uuid)
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(adapter.kind, adapter.target, start, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    flat = [tu for part in claimed for tu in part]
+    assert sorted(flat) == sorted(ids)  # every task claimed, none twice
+    assert sum(1 for part in claimed if part) >= 2  # they really competed
+    assert src.counts() == {"succeeded": 60}
+    assert all(src.get(tu).attempt == 1 for tu in ids)  # type: ignore[union-attr]

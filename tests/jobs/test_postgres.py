@@ -1,0 +1,71 @@
+"""PostgreSQL-only behaviour beyond the shared contract: procrastinate's worker heartbeat recovers
+the task of a dead process long before that task's own lease runs out, and migrations repeat."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+from tests.jobs.test_store import spec
+from wanflash.jobs.model import TaskState
+from wanflash.jobs.postgres import PostgresJobSource
+
+
+def _claim_then_die(url: str, out: "mp.Queue[str]") -> None:
+    src = PostgresJobSource(url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    c = src.claim("doomed", 300)  # a five-minute lease
+    out.put(c.task_uuid if c else "")
+    time.sleep(0.5)
+    os._exit(9)  # no cleanup: like SIGKILL
+
+
+def test_dead_worker_is_detected_by_heartbeat_not_lease(pg_url: str) -> None:
+    src = PostgresJobSource(pg_url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    try:
+        s = spec()
+        src.insert(s)
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        p = ctx.Process(target=_claim_then_die, args=(pg_url, out))
+        p.start()
+        assert out.get(timeout=60) == s.task_uuid
+        p.join(30)
+        t0 = time.monotonic()
+        claim = None
+        while claim is None and time.monotonic() - t0 < 20:
+            claim = src.claim("survivor", 30)
+            time.sleep(0.1)
+        assert claim and claim.task_uuid == s.task_uuid and claim.attempt == 2
+        assert time.monotonic() - t0 < 10  # seconds, not the 300 s lease
+        assert src.complete(s.task_uuid, 2, [{"videoUUID": "v"}])
+        assert src.get(s.task_uuid).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+    finally:
+        src.close()
+
+
+def test_migrate_is_idempotent(pg_url: str) -> None:
+    src = PostgresJobSource(pg_url)
+    try:
+        src.migrate()
+        src.migrate()
+        src.insert(spec())
+        assert src.counts() == {"queued": 1}
+    finally:
+        src.close()
+
+
+def test_a_worker_pruned_as_stalled_registers_again(pg_url: str) -> None:
+    import psycopg
+
+    src = PostgresJobSource(pg_url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    try:
+        assert src.claim("w", 30) is None  # registers this process as a procrastinate worker
+        with psycopg.connect(pg_url) as conn:  # what another worker's prune does to a late heartbeat
+            conn.execute("DELETE FROM procrastinate_workers")
+        s = spec()
+        src.insert(s)
+        c = src.claim("w", 30)
+        assert c and c.task_uuid == s.task_uuid
+    finally:
+        src.close()
