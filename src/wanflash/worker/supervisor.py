@@ -58,13 +58,14 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress writes per task
 
 class Supervisor:
     def __init__(self, settings: "Settings", store: TaskStore, storage: "ObjectStore", executor: Executor, *,
-                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0) -> None:
+                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.executor = executor
         self.wake = wake or asyncio.Event()
         self.poll_seconds = poll_seconds
+        self.release_orphans = release_orphans
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tmp_root = Path(settings.data_dir) / "tmp"
         self._task: asyncio.Task[None] | None = None
@@ -73,7 +74,9 @@ class Supervisor:
     def start(self) -> None:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         # Embedded mode has exactly one worker: rows left 'running' by a previous process are orphans.
-        self.store.release_all_leases()
+        # Beside other workers (a worker group) they are not: their leases expire instead.
+        if self.release_orphans:
+            self.store.release_all_leases()
         self.executor.start()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-supervisor")
 
