@@ -7,7 +7,8 @@ Only the rank processes of :mod:`wanflash.worker.group` import this module (it i
   purpose (an idle group waits in a broadcast for the next job); a rank that dies is noticed by
   the group's parent, which restarts every rank.
 * :func:`enable_context_parallel` applies diffusers' Ulysses context parallelism
-  (``ContextParallelConfig(ulysses_degree=k)``, the transformer's own ``_cp_plan``) to each
+  (``ContextParallelConfig(ulysses_degree=k, ulysses_anything=True)``, the transformer's own
+  ``_cp_plan``) to each
   transformer: every rank runs the whole pipeline on identical inputs, the transformer blocks
   see 1/k of the sequence, and attention swaps heads for sequence with all-to-all.
   On CUDA this is the public ``transformer.enable_parallelism(config=...)``. On CPU that call
@@ -60,7 +61,9 @@ def enable_context_parallel(transformers: list[torch.nn.Module], comm: GroupComm
     from diffusers import ContextParallelConfig
 
     for transformer in transformers:
-        config = ContextParallelConfig(ulysses_degree=comm.world)
+        # ulysses_anything: the token count (frames x patches) of many listed sizes is not a multiple
+        # of k (tiny at 1280x720: 9 x 5 x 3 = 135), and plain Ulysses needs equal shards.
+        config = ContextParallelConfig(ulysses_degree=comm.world, ulysses_anything=True)
         if comm.device.type == "cpu":
             _enable_on_cpu(transformer, config, comm)
         else:

@@ -21,10 +21,12 @@ ranks use gloo, for tests):
   transformer shards need them), and drop the frames;
 * **cancel** is agreed every denoising step: all ranks all-reduce (MAX) a flag that is set only
   on the leader (cancel requested or lease lost), so every rank raises ``JobCancelled`` at the
-  same step and the group is free for the next job.
+  same step and the group is free for the next job;
+* every job ends with one more all-reduce on every rank, whatever happened: the leader records a
+  failure only when that meeting succeeds, so an error caused by a dead peer never fails a task.
 
-A rank that dies takes its group down: the parent notices, kills the other ranks and starts the
-group again (backoff 1 s doubling to 30 s when it keeps dying); the running job's lease expires
+A rank that dies takes its group down: a leader whose collective fails exits at once, the parent
+notices any exited rank, kills the others and starts the group again (backoff 1 s doubling to 30 s when it keeps dying); the running job's lease expires
 and it is retried up to ``max_attempts``, as for a lost single-GPU worker. A job past
 ``job_deadline_seconds`` cannot be interrupted inside a collective, so the leader exits
 (:data:`RESTART_EXIT`) and the group restarts the same way.
@@ -112,20 +114,35 @@ class LeaderExecutor:
             loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
 
         def denoise_step(step: int, total: int, stage: str) -> None:
-            if self.comm.agree(self._cancel.is_set()):
+            if self._collective(self.comm.agree, self._cancel.is_set()):
                 raise JobCancelled(job.task_uuid)
             progress(step, total, stage)
 
         def work() -> Done:
             spec, image, prompt_info = prepare(job, self.extender, progress)
-            self.comm.broadcast(GroupJob(job.task_uuid, spec.model_dump_json(), image))
-            result = self.pipeline.generate(spec, denoise_step, image=image)
+            self._collective(self.comm.broadcast, GroupJob(job.task_uuid, spec.model_dump_json(), image))
+            try:
+                result = self.pipeline.generate(spec, denoise_step, image=image)
+            finally:
+                # Every rank meets here whatever happened. If this collective fails, the error above
+                # came from a dead rank (not from the job), so the task must not be failed for it.
+                self._collective(self.comm.agree, False)
             return encode_result(job, spec, result, prompt_info, progress)
 
         try:
             return _outcome(await asyncio.to_thread(guarded, job, work))
         finally:
             self._current = None
+
+    @staticmethod
+    def _collective(op: Any, arg: Any) -> Any:
+        """A group collective; when it fails a rank is gone, so exit and let the parent restart the
+        group (the task's lease then expires and it is retried, like a lost worker's)."""
+        try:
+            return op(arg)
+        except Exception:
+            log.exception("a group collective failed (a rank died?); restarting the worker group")
+            os._exit(RESTART_EXIT)
 
     def cancel(self, task_uuid: str) -> None:
         if self._current == task_uuid:
@@ -172,6 +189,7 @@ def _follow(comm: "GroupComm", pipeline: "VideoPipeline") -> None:
             log.info("task %s cancelled on every rank", msg.task_uuid)
         except Exception:
             log.exception("task %s failed on rank %d (the leader reports the failure)", msg.task_uuid, comm.rank)
+        comm.agree(False)  # the end-of-job meeting point (see LeaderExecutor.run)
 
 
 def _exit_with_parent() -> None:
