@@ -1,7 +1,7 @@
 """A real S3-compatible server on loopback for the S3 store tests: s3rver 3.7.1 (npm).
 
-No MinIO/Garage/SeaweedFS/versitygw build is published on PyPI, Debian or npm, so the server is
-s3rver, pinned in ``tests/storage/s3rver/package-lock.json`` and installed with ``npm ci`` on
+No MinIO/Garage/SeaweedFS/versitygw server build was found on PyPI, Debian or npm (and moto's
+server mode ignores presigned-URL expiry), so the server is s3rver, pinned in ``tests/storage/s3rver/package-lock.json`` and installed with ``npm ci`` on
 first use (so ``make test`` installs it on a clean clone). It is a separate process speaking S3
 over HTTP with a filesystem backend; it enforces presigned-URL expiry and the 7-day
 ``X-Amz-Expires`` cap, but it does not recompute SigV4 signatures (a wrong signature is
