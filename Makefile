@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/pip install -q -e ".[engine,postgres,test]"
+	$(BIN)/pip install -q -e ".[engine,postgres,s3,test]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProfileName = Literal["tiny", "wan2.2-ti2v-5b", "wan2.2-i2v-a14b"]
@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 40  # per API key: tasks allowed at once before the rate applies
     max_in_flight_per_key: int = 16  # per API key: videoInference tasks queued + running (counted in the store)
 
+    # -- storage: where inputs and outputs live. "local": files under data_dir/media, served by
+    # /media with HMAC-signed links. "s3": an S3-compatible bucket; videoURL/imageURL are SigV4
+    # presigned GET URLs (at most 7 days, the SigV4 limit). Credentials left unset fall back to
+    # boto3's own chain (AWS_* variables, ~/.aws, instance roles).
+    storage: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""  # prepended to every key, e.g. "wanflash/" (a trailing "/" is added)
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; unset = AWS")
+    s3_public_endpoint_url: str | None = Field(
+        default=None, description="endpoint written into presigned URLs when clients reach S3 by another name"
+    )
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_path_style: bool = False  # path-style addressing (MinIO, most self-hosted servers)
+
     # -- delivery
     url_secret: str | None = Field(default=None, description="HMAC key for signed media URLs")
     webhook_secret: str | None = None
@@ -87,6 +103,12 @@ class Settings(BaseSettings):
     # -- playground / ops
     playground: bool = True
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _storage_complete(self) -> "Settings":
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("WANFLASH_STORAGE=s3 needs WANFLASH_S3_BUCKET")
+        return self
 
     @property
     def api_key_list(self) -> list[str]:

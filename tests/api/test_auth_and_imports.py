@@ -53,6 +53,7 @@ def test_first_key_only_once_and_settings_keys(tmp_path: Path) -> None:
 
 
 def test_api_does_not_import_torch() -> None:
-    code = ("import wanflash.api, wanflash.api.app, wanflash.api.server, wanflash.worker.supervisor, sys; "
+    code = ("import wanflash.api, wanflash.api.app, wanflash.api.server, wanflash.worker.supervisor, "
+            "wanflash.worker.group, wanflash.storage.s3, sys; "
             "assert 'torch' not in sys.modules, 'torch imported'; assert 'diffusers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -98,3 +98,37 @@ def slot_probe(settings: Any) -> FakePipeline:
     d.mkdir(parents=True, exist_ok=True)
     (d / str(os.getpid())).write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')}|{settings.device}")
     return FakePipeline()
+
+class RankRecorder(FakePipeline):
+    """For worker-group tests: logs what each rank received and every step it completed (after
+    the group's cancel agreement) to ``data_dir/rank<r>.log``. Prompts containing "slow" run 30
+    steps of 0.1 s, others 2 quick steps."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+
+    def generate(self, spec: Any, on_step: Any = None, *, image: Any = None) -> Any:
+        import json
+
+        import torch.distributed as dist
+
+        log = self.log_dir / f"rank{dist.get_rank()}.log"
+        slow = "slow" in spec.positive_prompt
+        self.steps, self.step_seconds = (30, 0.1) if slow else (2, 0.0)
+
+        def write(**row: Any) -> None:
+            with open(log, "a") as f:
+                f.write(json.dumps({"task": spec.task_uuid, **row}) + "\n")
+
+        write(seeds=list(spec.seeds), prompt=spec.positive_prompt, image=list(image.size) if image else None)
+
+        def step(i: int, total: int, stage: str) -> None:
+            on_step(i, total, stage)  # raises JobCancelled on every rank at once
+            write(step=i)
+
+        return super().generate(spec, step, image=image)
+
+
+def rank_recorder(settings: Any) -> RankRecorder:
+    return RankRecorder(Path(settings.data_dir))

@@ -39,7 +39,10 @@ from wanflash.delivery import outbox
 from wanflash.jobs.service import JobService
 from wanflash.jobs.source import JobSource, open_job_source
 from wanflash.pipelines.profiles import get_profile
-from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
+from wanflash.storage import create_store
+from wanflash.storage.base import ObjectStore
+from wanflash.storage.links import MediaLinks
+from wanflash.storage.local import UrlSigner, load_or_create_secret
 from wanflash.worker.child import PipelineFactory
 from wanflash.worker.executor import Executor, create_executor
 from wanflash.worker.supervisor import Supervisor
@@ -49,7 +52,7 @@ from wanflash.worker.supervisor import Supervisor
 class Services:
     settings: Settings
     store: JobSource
-    storage: LocalStore
+    storage: ObjectStore
     signer: UrlSigner
     jobs: JobService
     keys: KeyRing
@@ -64,15 +67,16 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_job_source(settings, sqlite_path=db_path(settings))
-    storage = LocalStore(data_dir / "media")
+    storage = create_store(settings)
     signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
+    links = MediaLinks(storage, signer)
     wake = asyncio.Event()
     jobs = JobService(store, wake)
     keys = KeyRing(settings, store)
-    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), signer, get_profile(settings.profile))
+    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), links, get_profile(settings.profile))
     ex = (executor or create_executor(settings, pipeline_factory)) if worker else None
     supervisor = Supervisor(settings, store, storage, ex, wake=wake) if ex is not None else None
-    webhooks = outbox.build(settings, store, lambda key, exp: settings.base_url + signer.sign(key, exp))
+    webhooks = outbox.build(settings, store, lambda key, exp: links.url(key, exp, settings.base_url))
     return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks)
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from wanflash.api.protocol import VideoInferenceTask
     from wanflash.config import Settings
     from wanflash.jobs.service import JobService
-    from wanflash.storage.local import LocalStore
+    from wanflash.storage.base import ObjectStore
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -60,7 +60,7 @@ def _retag(exc: InvalidRequest, where: _Where) -> InvalidRequest:
 
 
 class InputResolver:
-    def __init__(self, settings: "Settings", jobs: "JobService", storage: "LocalStore") -> None:
+    def __init__(self, settings: "Settings", jobs: "JobService", storage: "ObjectStore") -> None:
         self.settings = settings
         self.jobs = jobs
         self.storage = storage

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.jobs.service import JobService
     from wanflash.pipelines.profiles import Profile
-    from wanflash.storage.local import UrlSigner
+    from wanflash.storage.links import MediaLinks
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +71,18 @@ def _str(task: dict[str, Any], name: str) -> str | None:
 
 
 class TaskRouter:
-    def __init__(self, settings: "Settings", jobs: "JobService", resolver: "InputResolver", signer: "UrlSigner",
+    def __init__(self, settings: "Settings", jobs: "JobService", resolver: "InputResolver", links: "MediaLinks",
                  profile: "Profile") -> None:
         self.settings = settings
         self.jobs = jobs
         self.resolver = resolver
-        self.signer = signer
+        self.links = links
         self.profile = profile
         self._submitting: set[str] = set()
         self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
     def media_url(self, base_url: str, key: str, expires_at: float) -> str:
-        base = (self.settings.public_url or base_url).rstrip("/")
-        return base + self.signer.sign(key, expires_at)
+        return self.links.url(key, expires_at, self.settings.public_url or base_url)
 
     async def handle(self, task: Any, base_url: str, key_hash: str | None = None) -> Reply:
         """Answer one task. ``key_hash`` (the caller's hashed API key) enables the per-key limits."""

@@ -414,8 +414,9 @@ class PostgresJobSource:
 
     # -- tasks: worker side
 
-    def worker_started(self) -> None:
-        """Register this process as a procrastinate worker (heartbeat) and start listening."""
+    def worker_started(self, *, sole: bool = True) -> None:
+        """Register this process as a procrastinate worker (heartbeat) and start listening. ``sole`` does
+        not matter here: leases of dead processes are recovered by procrastinate's heartbeat."""
         self._call(self._ensure_worker)
 
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:

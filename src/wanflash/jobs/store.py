@@ -276,9 +276,11 @@ class TaskStore:
         """At start-up of the single embedded worker every running row is an orphan: expire it now."""
         return self._write("UPDATE tasks SET lease_until = 0 WHERE state='running'")
 
-    def worker_started(self) -> None:
-        """The embedded process has exactly one worker: rows left 'running' by a previous process are orphans."""
-        self.release_all_leases()
+    def worker_started(self, *, sole: bool = True) -> None:
+        """The embedded process has exactly one worker: rows left 'running' by a previous process are
+        orphans. Beside other workers (``sole=False``, a worker group) they are not; their leases expire."""
+        if sole:
+            self.release_all_leases()
 
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:
         """Take the highest-priority, then oldest, queued task (after expiring stale leases) and lease it

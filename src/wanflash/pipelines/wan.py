@@ -149,6 +149,10 @@ class WanVideoPipeline:
                 t.compile_repeated_blocks(fullgraph=True)
         self.i2v, self.t2v = i2v, t2v
 
+    def transformers(self) -> list[torch.nn.Module]:
+        """The loaded transformers (each once): what context parallelism splits."""
+        return self._transformers(self.i2v, self.t2v)
+
     @staticmethod
     def _transformers(*pipes: Any) -> list[torch.nn.Module]:
         seen: dict[int, torch.nn.Module] = {}

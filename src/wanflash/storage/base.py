@@ -34,6 +34,13 @@ class InvalidKey(ValueError):
     """The key is not a safe relative path."""
 
 
+class StorageUnavailable(Exception):
+    """The backend could not be reached or refused the request (network, credentials, 5xx).
+
+    Distinct from a missing object (``FileNotFoundError``) so callers can retry the work later.
+    """
+
+
 def check_key(key: str) -> str:
     parts = key.split("/")
     if not key or len(key) > 512 or not all(_SEGMENT.match(p) for p in parts):
@@ -62,3 +69,8 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def presigned_url(self, key: str, expires_at: float) -> str | None:
+        """A direct download URL valid until ``expires_at``, when the backend serves objects itself
+        (S3); ``None`` when the server must serve them (the local store, or a link already expired)."""
+        ...

@@ -79,6 +79,9 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def presigned_url(self, key: str, expires_at: float) -> str | None:
+        return None  # served by /media with a UrlSigner link
+
 
 def _fsync_dir(path: Path) -> None:
     # The rename is only durable once the directory entry is on disk.

@@ -42,7 +42,7 @@ from wanflash.worker.protocol import (
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
-    from wanflash.pipelines.base import AudioTrack, VideoPipeline
+    from wanflash.pipelines.base import AudioTrack, GenerationResult, VideoPipeline
     from wanflash.pipelines.prompt_extend import PromptExtender
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,10 @@ def extend_prompt(spec: JobSpec, image: Any, extender: "PromptExtender | None",
     return spec.model_copy(update={"positive_prompt": ext.prompt}), info
 
 
-def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
-           extender: "PromptExtender | None" = None) -> Done:
-    """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
+def prepare(job: RunJob, extender: "PromptExtender | None",
+            on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, Any, dict[str, Any] | None]:
+    """The spec to generate from (prompt extended), the start image, and the promptExtend report."""
     from PIL import Image
-
-    from wanflash.media.encode import SUFFIXES, encode_video
 
     spec = JobSpec.model_validate_json(job.spec_json)
     image = None
@@ -109,7 +107,22 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
         with Image.open(job.image_path) as im:
             image = im.convert("RGB")
     spec, prompt_info = extend_prompt(spec, image, extender, on_step)
+    return spec, image, prompt_info
+
+
+def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
+           extender: "PromptExtender | None" = None) -> Done:
+    """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
+    spec, image, prompt_info = prepare(job, extender, on_step)
     result = pipeline.generate(spec, on_step, image=image)
+    return encode_result(job, spec, result, prompt_info, on_step)
+
+
+def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", prompt_info: dict[str, Any] | None,
+                  on_step: Callable[[int, int, str], None]) -> Done:
+    """Encode every video of ``result`` into ``job.out_dir`` (with its soundtrack) and describe them."""
+    from wanflash.media.encode import SUFFIXES, encode_video
+
     if len(result.videos) != spec.number_results:
         raise JobFailed("inferenceError",
                         f"pipeline returned {len(result.videos)} videos, expected {spec.number_results}")
@@ -136,8 +149,13 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
 def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
                extender: "PromptExtender | None" = None) -> Done | Failed | Cancelled:
     """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
+    return guarded(job, lambda: render(pipeline, job, on_step, extender))
+
+
+def guarded(job: RunJob, work: Callable[[], Done]) -> Done | Failed | Cancelled:
+    """Run ``work`` and turn every outcome into a message: Done, Cancelled or Failed."""
     try:
-        return render(pipeline, job, on_step, extender)
+        return work()
     except JobCancelled:
         return Cancelled(job.task_uuid)
     except JobFailed as exc:

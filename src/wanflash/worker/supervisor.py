@@ -2,7 +2,8 @@
 
 One asyncio task in the serve process. For each claimed task it
 
-1. resolves the input keys to local paths and makes a private temporary directory;
+1. makes a private temporary directory and resolves the input keys to local paths (a backend
+   without local files, S3, has the inputs downloaded into that directory first);
 2. runs the job on the executor while a heartbeat loop extends the lease every
    ``heartbeat_seconds``, stores progress at most about once a second, and forwards a
    cancellation request (or a lost lease) to the executor;
@@ -21,6 +22,9 @@ ends in ``cancelled``, and a run past ``job_deadline_seconds`` fails with ``time
 Disk full: an ``ENOSPC``/``EDQUOT`` while storing outputs fails the task with ``storageFull``
 (not retried: another attempt would fill the same disk), and the outputs already stored for this
 attempt are deleted, so no partial set is left (``LocalStore`` never leaves a partial file).
+
+Storage errors other than a full disk (:class:`StorageUnavailable`: S3 unreachable, refused)
+fail the attempt as retryable ``storageUnavailable``, so the lease/attempt machinery tries again.
 
 ``uploadEndpoint``: after the outputs are stored and before the task completes, each is PUT
 with :func:`wanflash.delivery.upload.put_output` (SSRF-guarded, 5xx retried, redirects not
@@ -44,12 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
 from wanflash.jobs.source import Claim, JobSource, TaskEvent
+from wanflash.storage.base import StorageUnavailable
 from wanflash.worker.executor import Executor
 from wanflash.worker.protocol import Done, Progress, RunJob
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
-    from wanflash.storage.local import LocalStore
+    from wanflash.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +62,15 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress writes per task
 
 
 class Supervisor:
-    def __init__(self, settings: "Settings", store: JobSource, storage: "LocalStore", executor: Executor, *,
-                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0) -> None:
+    def __init__(self, settings: "Settings", store: JobSource, storage: "ObjectStore", executor: Executor, *,
+                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.executor = executor
         self.wake = wake or asyncio.Event()
         self.poll_seconds = poll_seconds
+        self.release_orphans = release_orphans
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tmp_root = Path(settings.data_dir) / "tmp"
         self._task: asyncio.Task[None] | None = None
@@ -73,9 +79,10 @@ class Supervisor:
 
     def start(self) -> None:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
-        # Embedded: rows left 'running' by a previous process are orphans. PostgreSQL: register with
+        # Embedded: rows left 'running' by a previous process are orphans, unless other workers share
+        # the store (a worker group), whose leases expire instead. PostgreSQL: register with
         # procrastinate (worker heartbeat) and listen for dispatch and abort notifications.
-        self.store.worker_started()
+        self.store.worker_started(sole=self.release_orphans)
         loop = asyncio.get_running_loop()
 
         def on_event(event: TaskEvent) -> None:  # called from the store's thread
@@ -128,10 +135,6 @@ class Supervisor:
         tu, attempt = claim.task_uuid, claim.attempt
         self.current = tu
         out_dir = Path(tempfile.mkdtemp(prefix=f"{tu}-", dir=self.tmp_root))
-        job = RunJob(
-            task_uuid=tu, attempt=attempt, spec_json=spec.model_dump_json(), out_dir=str(out_dir),
-            image_path=self._path(spec.image_key), audio_path=self._path(spec.audio_key),
-        )
         lost = asyncio.Event()
         last_write = 0.0
 
@@ -155,6 +158,9 @@ class Supervisor:
 
         hb = asyncio.create_task(heartbeat())
         try:
+            inputs = await asyncio.to_thread(self._materialize, [spec.image_key, spec.audio_key], out_dir)
+            job = RunJob(task_uuid=tu, attempt=attempt, spec_json=spec.model_dump_json(), out_dir=str(out_dir),
+                         image_path=inputs[0], audio_path=inputs[1])
             done = await asyncio.wait_for(self.executor.run(job, on_progress), self.settings.job_deadline_seconds)
             if lost.is_set():
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
@@ -178,6 +184,9 @@ class Supervisor:
                 f"generation did not finish within {self.settings.job_deadline_seconds:.0f} s")
         except JobFailed as exc:
             await asyncio.to_thread(self.store.fail, tu, attempt, exc.code, exc.message, retryable=exc.retryable)
+        except StorageUnavailable as exc:
+            log.warning("task %s: %s", tu, exc)
+            await asyncio.to_thread(self.store.fail, tu, attempt, "storageUnavailable", str(exc), retryable=True)
         except asyncio.CancelledError:
             # Shutdown: leave the row 'running'. Embedded: the next start re-queues it (worker_started);
             # PostgreSQL: closing the source voids this process's leases, so any worker re-queues it.
@@ -208,11 +217,20 @@ class Supervisor:
         await put_output(endpoint, path if path is not None else self.storage.read_bytes(first),
                          content_type=content_type_for(first), allow_loopback=self.settings.allow_loopback_fetch)
 
-    def _path(self, key: str | None) -> str | None:
-        if key is None:
-            return None
-        path = self.storage.local_path(key)
-        return str(path) if path is not None else None
+    def _materialize(self, keys: list[str | None], out_dir: Path) -> list[str | None]:
+        """Local paths for the input keys: the store's own file, or a download into ``out_dir/inputs``."""
+        paths: list[str | None] = []
+        for key in keys:
+            if key is None:
+                paths.append(None)
+                continue
+            path = self.storage.local_path(key)
+            if path is None:
+                path = out_dir / "inputs" / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.storage.read_bytes(key))
+            paths.append(str(path))
+        return paths
 
     def _store_outputs(self, claim: Claim, done: Done) -> list[dict[str, Any]]:
         """Probe each encoded file, store it under its key, and describe it (runs in a thread)."""

@@ -1,0 +1,336 @@
+"""Multi-GPU worker groups: every job runs on k ranks at once with Ulysses context parallelism.
+
+``run_group(settings, gpus=["0", "1", "2", "3"], group_size=2)`` (what ``wanflash worker --gpus
+0,1,2,3 --group-size 2`` calls) splits the GPUs into groups of k and keeps each group running
+until SIGTERM/SIGINT. This module imports no torch; only the spawned rank processes do, through
+:mod:`wanflash.pipelines.parallel`.
+
+Per group, k spawned rank processes (one GPU each, pinned with ``CUDA_VISIBLE_DEVICES``; ``"cpu"``
+ranks use gloo, for tests):
+
+* every rank joins the process group, loads the pipeline, applies context parallelism to its
+  transformers (:func:`~wanflash.pipelines.parallel.enable_context_parallel`), then waits at a
+  barrier until all are loaded;
+* **rank 0 (leader)** runs the ordinary :class:`~wanflash.worker.supervisor.Supervisor` (claim,
+  heartbeat, progress, cancel, store, complete, all fenced by attempt) with a
+  :class:`LeaderExecutor`: per job it applies promptExtend, **broadcasts** the spec and the start
+  image, generates, and alone encodes; the supervisor stores the outputs. Its only dependency on
+  the job store is the supervisor's (claim/heartbeat/progress/complete/fail/cancelled/
+  cancel_requested), built by ``job_source`` (``"module:attr"``; the SQLite store by default);
+* **other ranks (followers)** receive the job, generate it with the same seed and inputs (their
+  transformer shards need them), and drop the frames;
+* **cancel** is agreed every denoising step: all ranks all-reduce (MAX) a flag that is set only
+  on the leader (cancel requested or lease lost), so every rank raises ``JobCancelled`` at the
+  same step and the group is free for the next job;
+* every job ends with one more all-reduce on every rank, whatever happened: the leader records a
+  failure only when that meeting succeeds, so an error caused by a dead peer never fails a task.
+
+A rank that dies takes its group down: a leader whose collective fails exits at once, the parent
+notices any exited rank, kills the others and starts the group again (backoff 1 s doubling to 30 s when it keeps dying); the running job's lease expires
+and it is retried up to ``max_attempts``, as for a lost single-GPU worker. A job past
+``job_deadline_seconds`` cannot be interrupted inside a collective, so the leader exits
+(:data:`RESTART_EXIT`) and the group restarts the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wanflash.errors import JobCancelled
+from wanflash.worker.child import encode_result, guarded, prepare, resolve_factory
+from wanflash.worker.executor import DEFAULT_FACTORY, OnProgress, _outcome
+from wanflash.worker.protocol import Done, Progress, RunJob
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+    from wanflash.jobs.source import JobSource
+    from wanflash.pipelines.base import VideoPipeline
+    from wanflash.pipelines.parallel import GroupComm
+    from wanflash.pipelines.prompt_extend import PromptExtender
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "wanflash.worker.group:default_source"
+RESTART_EXIT = 75  # the leader gave up on a stuck job: restart the whole group
+# An idle group waits inside a broadcast for the next job, so collectives must not time out on
+# their own; dead ranks are found by the parent, stuck jobs by job_deadline_seconds.
+COLLECTIVE_TIMEOUT_S = 7 * 86400
+
+
+def default_source(settings: "Settings") -> "JobSource":
+    """The job source the settings ask for (PostgreSQL with ``database_url``, else the embedded SQLite file)."""
+    from wanflash.api.auth import db_path
+    from wanflash.jobs.source import open_job_source
+
+    return open_job_source(settings, sqlite_path=db_path(settings))
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """What the leader broadcasts: the spec to generate (prompt already extended) and the image."""
+
+    task_uuid: str
+    spec_json: str
+    image: Any  # PIL.Image.Image | None
+
+
+# ------------------------------------------------------------------ rank processes (torch side)
+
+
+class LeaderExecutor:
+    """The supervisor's executor on rank 0: runs each job on every rank of the group."""
+
+    name = "group"
+    state = "ready"  # the pipeline is loaded before the supervisor starts
+
+    def __init__(self, comm: "GroupComm", pipeline: "VideoPipeline", extender: "PromptExtender | None") -> None:
+        self.comm = comm
+        self.pipeline = pipeline
+        self.extender = extender
+        self._cancel = threading.Event()
+        self._current: str | None = None
+
+    def start(self) -> None:
+        pass
+
+    async def wait_ready(self) -> None:
+        pass
+
+    async def run(self, job: RunJob, on_progress: OnProgress) -> Done:
+        loop = asyncio.get_running_loop()
+        self._cancel.clear()
+        self._current = job.task_uuid
+
+        def progress(step: int, total: int, stage: str) -> None:
+            loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
+
+        def denoise_step(step: int, total: int, stage: str) -> None:
+            if self._collective(self.comm.agree, self._cancel.is_set()):
+                raise JobCancelled(job.task_uuid)
+            progress(step, total, stage)
+
+        def work() -> Done:
+            spec, image, prompt_info = prepare(job, self.extender, progress)
+            self._collective(self.comm.broadcast, GroupJob(job.task_uuid, spec.model_dump_json(), image))
+            try:
+                result = self.pipeline.generate(spec, denoise_step, image=image)
+            finally:
+                # Every rank meets here whatever happened. If this collective fails, the error above
+                # came from a dead rank (not from the job), so the task must not be failed for it.
+                self._collective(self.comm.agree, False)
+            return encode_result(job, spec, result, prompt_info, progress)
+
+        try:
+            return _outcome(await asyncio.to_thread(guarded, job, work))
+        finally:
+            self._current = None
+
+    @staticmethod
+    def _collective(op: Any, arg: Any) -> Any:
+        """A group collective; when it fails a rank is gone, so exit and let the parent restart the
+        group (the task's lease then expires and it is retried, like a lost worker's)."""
+        try:
+            return op(arg)
+        except Exception:
+            log.exception("a group collective failed (a rank died?); restarting the worker group")
+            os._exit(RESTART_EXIT)
+
+    def cancel(self, task_uuid: str) -> None:
+        if self._current == task_uuid:
+            self._cancel.set()
+
+    async def restart(self) -> None:
+        # Called when a job overran its deadline: the ranks may be stuck in a collective, which
+        # nothing in-process can undo. Exiting makes the parent restart the group.
+        log.error("group job overran its deadline; restarting the worker group")
+        os._exit(RESTART_EXIT)
+
+    async def stop(self) -> None:
+        pass
+
+
+async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipeline", source: str) -> None:
+    from wanflash.pipelines.prompt_extend import create_extender
+    from wanflash.storage import create_store
+    from wanflash.worker.supervisor import Supervisor
+
+    store = resolve_factory(source)(settings)  # type: ignore[arg-type]
+    executor = LeaderExecutor(comm, pipeline, create_extender(settings))
+    supervisor = Supervisor(settings, store, create_store(settings), executor,  # type: ignore[arg-type]
+                            release_orphans=False)
+    supervisor.start()
+    await asyncio.Event().wait()  # until the parent terminates this process
+
+
+def _follow(comm: "GroupComm", pipeline: "VideoPipeline") -> None:
+    from wanflash.jobs.model import JobSpec
+
+    while True:
+        msg = comm.broadcast()
+        if not isinstance(msg, GroupJob):
+            return
+
+        def step(i: int, total: int, stage: str, tu: str = msg.task_uuid) -> None:
+            if comm.agree(False):
+                raise JobCancelled(tu)
+
+        try:
+            pipeline.generate(JobSpec.model_validate_json(msg.spec_json), step, image=msg.image)
+        except JobCancelled:
+            log.info("task %s cancelled on every rank", msg.task_uuid)
+        except Exception:
+            log.exception("task %s failed on rank %d (the leader reports the failure)", msg.task_uuid, comm.rank)
+        comm.agree(False)  # the end-of-job meeting point (see LeaderExecutor.run)
+
+
+def _exit_with_parent() -> None:
+    # A rank orphaned by a killed parent must not keep claiming jobs or hold its GPU.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="wanflash-parent-watch", daemon=True).start()
+
+
+def _pin_device(gpu: str) -> str:
+    """The torch device for ``gpu`` ("cpu", "3" or "cuda:3"), hiding every other GPU from this rank."""
+    if gpu == "cpu":
+        return "cpu"
+    index = gpu.removeprefix("cuda:")
+    # Before torch is imported: diffusers picks the device as rank % visible devices, so each
+    # rank must see exactly its own GPU (as cuda:0).
+    os.environ.update(CUDA_VISIBLE_DEVICES=index)
+    return "cuda:0"
+
+
+def rank_main(settings: "Settings", rank: int, world: int, init_method: str, gpu: str, factory: str,
+              source: str) -> None:
+    """Entry point of one rank process (multiprocessing spawn)."""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    _exit_with_parent()
+    device = _pin_device(gpu)
+    from wanflash.pipelines.parallel import GroupComm, enable_context_parallel
+
+    comm = GroupComm(rank, world, init_method, device, timeout_s=COLLECTIVE_TIMEOUT_S)
+    pipeline = resolve_factory(factory)(settings.model_copy(update={"device": device}))
+    pipeline.load()
+    transformers = getattr(pipeline, "transformers", None)
+    if callable(transformers) and world > 1:
+        enable_context_parallel(transformers(), comm)
+    comm.agree(False)  # barrier: the leader claims nothing before every rank is loaded
+    log.info("rank %d/%d ready on %s", rank, world, gpu)
+    if rank == 0:
+        asyncio.run(_lead(settings, comm, pipeline, source))
+    else:
+        _follow(comm, pipeline)
+
+
+# ------------------------------------------------------------------ parent (no torch)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GroupRunner:
+    """The k rank processes of one group; :meth:`check` restarts them all when any has exited."""
+
+    def __init__(self, settings: "Settings", gpus: list[str], *, factory: str = DEFAULT_FACTORY,
+                 job_source: str = DEFAULT_SOURCE) -> None:
+        self.settings = settings
+        self.gpus = list(gpus)
+        self.factory = factory
+        self.job_source = job_source
+        self.procs: list[Any] = []
+        self.restarts = 0
+        self._started = 0.0
+        self._failures = 0  # consecutive short-lived runs: drives the backoff
+        self._next_start: float | None = None
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")
+        init = f"tcp://127.0.0.1:{_free_port()}"
+        k = len(self.gpus)
+        self.procs = [ctx.Process(target=rank_main, name=f"wanflash-rank{r}",
+                                  args=(self.settings, r, k, init, self.gpus[r], self.factory, self.job_source))
+                      for r in range(k)]
+        for p in self.procs:
+            p.start()
+        self._started = time.monotonic()
+        self._next_start = None
+
+    def check(self) -> bool:
+        """Restart the group if a rank exited (after the backoff). True when it was restarted now."""
+        if self._next_start is not None:
+            if time.monotonic() < self._next_start:
+                return False
+            self.start()
+            return True
+        dead = [p for p in self.procs if not p.is_alive()]
+        if not dead:
+            return False
+        codes = {p.name: p.exitcode for p in dead}
+        self.kill()
+        self.restarts += 1
+        self._failures = self._failures + 1 if time.monotonic() - self._started < 60 else 1
+        delay = min(30.0, 2.0 ** (self._failures - 1))
+        log.warning("worker group %s: rank(s) exited %s; restarting all %d ranks in %.0f s (restart #%d)",
+                    ",".join(self.gpus), codes, len(self.gpus), delay, self.restarts)
+        self._next_start = time.monotonic() + delay
+        return self.check()
+
+    def kill(self, timeout: float = 5.0) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout)
+
+
+def supervise(runners: list[GroupRunner], stop: threading.Event, poll_seconds: float = 0.5) -> None:
+    """Start the groups and keep them running until ``stop`` is set; then stop every rank."""
+    try:
+        for r in runners:
+            r.start()
+        while not stop.wait(poll_seconds):
+            for r in runners:
+                r.check()
+    finally:
+        for r in runners:
+            r.kill()
+
+
+def run_group(settings: "Settings", gpus: list[str], group_size: int, *, factory: str | None = None,
+              job_source: str | None = None, stop: threading.Event | None = None) -> None:
+    """Run ``len(gpus) // group_size`` worker groups of ``group_size`` ranks until SIGTERM/SIGINT
+    (or ``stop``). ``gpus``: CUDA indices (``"0"``, ``"cuda:1"``) or ``"cpu"`` (gloo, tests)."""
+    if group_size < 1 or not gpus or len(gpus) % group_size:
+        raise ValueError(f"--gpus lists {len(gpus)} devices, not a multiple of --group-size {group_size}")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runners = [GroupRunner(settings, gpus[i:i + group_size], factory=factory or DEFAULT_FACTORY,
+                           job_source=job_source or DEFAULT_SOURCE)
+               for i in range(0, len(gpus), group_size)]
+    try:
+        supervise(runners, stop)
+    except KeyboardInterrupt:
+        pass
