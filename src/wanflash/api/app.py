@@ -4,6 +4,9 @@
 lifespan starts the supervisor (and with it the executor, which loads the model in the
 background, so the server accepts connections at once) and stops both on shutdown.
 
+Routes: ``/v1`` (REST and WebSocket), ``/media``, ``/health``, ``/openapi.json``, ``/metrics``
+(unless ``settings.metrics`` is off) and the playground at ``/`` (when ``settings.playground``).
+
 Tests inject the pipeline with ``pipeline_factory`` (a picklable callable or a
 ``"module:attribute"`` string, e.g. ``"wanflash.worker.executor:fake_pipeline"``) or a ready
 ``executor``. Importing this module does not import torch: the pipeline is imported inside
@@ -20,10 +23,10 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from wanflash.api import http
+from wanflash.api import http, ops, playground
 from wanflash.api.auth import KeyRing, db_path
 from wanflash.api.inputs import InputResolver
 from wanflash.api.limits import BodyLimits
@@ -33,6 +36,7 @@ from wanflash.config import Settings
 from wanflash.delivery import outbox
 from wanflash.jobs.service import JobService
 from wanflash.jobs.store import TaskStore
+from wanflash.observability.metrics import Metrics
 from wanflash.pipelines.profiles import get_profile
 from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
 from wanflash.worker.child import PipelineFactory
@@ -52,6 +56,7 @@ class Services:
     executor: Executor
     supervisor: Supervisor
     webhooks: outbox.OutboxDeliverer
+    metrics: Metrics
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -66,9 +71,11 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     keys = KeyRing(settings, store)
     router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), signer, get_profile(settings.profile))
     ex = executor or create_executor(settings, pipeline_factory)
-    supervisor = Supervisor(settings, store, storage, ex, wake=wake)
-    webhooks = outbox.build(settings, store, lambda key, exp: settings.base_url + signer.sign(key, exp))
-    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks)
+    metrics = Metrics()
+    metrics.watch_store(store, lambda: ex.state)
+    supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics)
+    webhooks = outbox.build(settings, store, lambda key, exp: settings.base_url + signer.sign(key, exp), metrics)
+    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics)
 
 
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -89,13 +96,19 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
             await services.supervisor.stop()
             services.store.close()
 
+    routes: list[BaseRoute] = [
+        Route("/v1", http.rest, methods=["POST"]),
+        WebSocketRoute("/v1", websocket),
+        Route("/media/{key:path}", http.media, methods=["GET", "HEAD"]),
+        Route("/health", http.health, methods=["GET"]),
+        Route("/openapi.json", ops.openapi, methods=["GET"]),
+    ]
+    if settings.metrics:
+        routes.append(Route("/metrics", ops.metrics, methods=["GET"]))
+    if settings.playground:
+        routes += playground.routes()
     app = Starlette(
-        routes=[
-            Route("/v1", http.rest, methods=["POST"]),
-            WebSocketRoute("/v1", websocket),
-            Route("/media/{key:path}", http.media, methods=["GET", "HEAD"]),
-            Route("/health", http.health, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
         # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
         # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.

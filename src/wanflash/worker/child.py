@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled, JobFailed
 from wanflash.jobs.model import JobSpec
+from wanflash.observability.logs import configure_logging, task_context
 from wanflash.worker.protocol import (
     Cancel,
     Cancelled,
@@ -130,6 +131,11 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
     info = dict(result.info)
     if prompt_info is not None:
         info["promptExtend"] = prompt_info
+    memory_stats = getattr(pipeline, "memory_stats", None)
+    if callable(memory_stats):
+        stats = memory_stats()  # CUDA memory after this job ({} on CPU): reported on /metrics
+        if stats:
+            info["gpu_memory"] = stats
     return Done(task_uuid=job.task_uuid, outputs=outputs, info=info)
 
 
@@ -153,7 +159,7 @@ def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, i
 
 def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Settings") -> None:
     """Entry point of the executor child (multiprocessing spawn)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(name)s: %(message)s")
+    configure_logging(json_lines=settings.log_json, process_label="child")
     t0 = time.monotonic()
     try:
         from wanflash.pipelines.prompt_extend import create_extender
@@ -178,9 +184,10 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
             continue  # a Cancel for a job that already finished
         job = msg
         last_sent = 0.0
+        last_stage = ""
 
         def on_step(step: int, total: int, stage: str, job: RunJob = job) -> None:
-            nonlocal last_sent
+            nonlocal last_sent, last_stage
             # Drain control messages without blocking: a Cancel for this job stops the run here.
             while conn.poll():
                 ctl = conn.recv()
@@ -189,9 +196,11 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
                 if isinstance(ctl, Shutdown):
                     raise SystemExit(0)
             now = time.monotonic()
-            # The supervisor stores ~1 write/s; more messages than that only cost pipe traffic.
-            if now - last_sent >= 0.2 or step == total:
-                last_sent = now
+            # The supervisor stores ~1 write/s; more messages than that only cost pipe traffic. A new
+            # stage is always sent: the supervisor times the stages from these messages.
+            if now - last_sent >= 0.2 or step == total or stage != last_stage:
+                last_sent, last_stage = now, stage
                 conn.send(Progress(job.task_uuid, step, total, stage))
 
-        conn.send(run_safely(pipeline, job, on_step, extender))
+        with task_context(job.task_uuid):
+            conn.send(run_safely(pipeline, job, on_step, extender))
