@@ -84,3 +84,38 @@ def test_every_line_about_a_task_carries_its_uuid(tmp_path: Path, root_logging: 
     assert {"wanflash.worker.supervisor", "wanflash.worker.child", "wanflash.delivery.outbox"} <= loggers, loggers
     failed = [x for x in child if x["logger"] == "wanflash.worker.child"]
     assert failed and "RuntimeError: boom" in str(failed[0]["exc"]) and failed[0]["taskUUID"] == tu
+
+
+def test_wanflash_serve_logs_json_lines(tmp_path: Path) -> None:
+    """The real ``wanflash serve`` with WANFLASH_LOG_JSON, building and loading the tiny model:
+    uvicorn's, diffusers' and transformers' lines are JSON too (no raw progress bars)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "WANFLASH_LOG_JSON": "1", "WANFLASH_API_KEYS": "k", "WANFLASH_EXECUTOR": "inprocess"}
+    proc = subprocess.Popen([sys.executable, "-m", "wanflash.cli", "serve", "--port", str(port), "--data-dir",
+                             str(tmp_path / "data")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:  # wait for the model: building and loading the tiny model logs through diffusers/transformers
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["executor"]["state"] != "loading":
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    records = [json.loads(ln) for ln in err.splitlines() if ln.strip()]  # every line is one JSON object
+    assert any(r["logger"] == "uvicorn.access" and "/health" in str(r["message"]) for r in records), records
+    assert any(r["logger"] == "uvicorn.error" and "Uvicorn running" in str(r["message"]) for r in records)

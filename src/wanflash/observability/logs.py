@@ -92,4 +92,5 @@ def configure_logging(*, json_lines: bool, level: int = logging.INFO, stream: Te
     handler = make_handler(json_lines=json_lines, stream=stream, process_label=process_label)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(json_lines)  # warnings.warn output becomes records, not raw stderr text
     return handler

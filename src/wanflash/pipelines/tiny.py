@@ -121,7 +121,9 @@ def ensure_tiny_model(data_dir: Path, *, progress: bool | None = None) -> Path:
 
     ``progress``: show a progress bar on stderr while building (``None``: only on a terminal).
     """
+    from diffusers.utils import logging as diffusers_logging
     from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
 
     root = tiny_model_dir(data_dir)
     models = root.parent
@@ -131,6 +133,8 @@ def ensure_tiny_model(data_dir: Path, *, progress: bool | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-wan.", dir=models))
     bar = tqdm(total=3, desc="building the tiny model", unit="part",
                disable=None if progress is None else not progress)
+    diffusers_logging.disable_progress_bar()  # one bar for the build, not one per saved shard
+    transformers_logging.disable_progress_bar()
     try:
         i2v, t2v = build_tiny_pipelines()
         bar.update()
