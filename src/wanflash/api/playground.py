@@ -45,7 +45,8 @@ class EstimateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: dict[str, Any] = Field(description="a videoInference task, as it would be sent to /v1")
-    imageSize: tuple[PositiveInt, PositiveInt] | None = Field(default=None, description="the frame image's width and height")
+    imageSize: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None, description="the frame image's width and height")
 
 
 class Estimate(BaseModel):
