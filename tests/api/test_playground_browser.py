@@ -1,7 +1,7 @@
 """The playground in headless Chromium (Debian's ``chromium`` driven by Playwright's Python API).
 
-Load the page, see the estimated cost, submit a bad duration and see the server's error next
-to the duration field, submit a good request from an uploaded file, watch the progress
+Load the page, see the estimated cost, submit with a wrong key and then a bad duration and see
+the server's errors next to the key and duration fields, submit a good request from an uploaded file, watch the progress
 (stage and step/total), see the result video play, and screenshot the page (not blank).
 ``make test`` installs chromium; without it the test skips, and fails when ``CI`` is set.
 Playwright's own browser download (``playwright install``) is never used.
@@ -83,7 +83,6 @@ def test_playground_in_chromium(browser: object, server: LiveServer, tmp_path: P
     page.wait_for_selector("body[data-ready='1']", timeout=15_000)
     assert "alibaba:wan@2.6-flash" in page.inner_text("#model")
 
-    page.fill("#apiKey", API_KEY)
     page.set_input_files("#file", str(frame))
     wait_true(page, "document.getElementById('imageInfo').textContent.includes('640×360')")
     page.fill("#prompt", "a red cube turns slowly")
@@ -92,6 +91,13 @@ def test_playground_in_chromium(browser: object, server: LiveServer, tmp_path: P
     expected = f"${task_cost('720p', 2, audio=True):.4f}"
     wait_true(page, f"document.getElementById('cost').textContent === {json.dumps(expected)}")
     assert "1280×720" in page.inner_text("#plan")
+
+    # A wrong key: the server's invalidApiKey is shown next to the key field.
+    page.fill("#apiKey", "not-a-key")
+    page.click("#submit")
+    wait_true(page, "document.getElementById('status').textContent === 'failed'", 15)
+    assert "invalidApiKey" in page.inner_text(".field[data-param~='apiKey'] .error")
+    page.fill("#apiKey", API_KEY)
 
     # A bad value: the server's Runware error is shown next to the field it names.
     page.fill("#duration", "20")
