@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.wanflash-installed
 
-.PHONY: setup run test test-fast clean postgres
+.PHONY: setup run test test-fast clean postgres browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# The playground (web page at /) is on in `make run`; WANFLASH_PLAYGROUND=0 make run turns it off.
 run: $(STAMP)
-	$(BIN)/wanflash serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --data-dir $${DATA_DIR:-./.wanflash} --print-key
+	WANFLASH_PLAYGROUND=$${WANFLASH_PLAYGROUND:-1} $(BIN)/wanflash serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --data-dir $${DATA_DIR:-./.wanflash} --print-key
 
 # PostgreSQL server binaries for the distributed-mode tests (they start a throwaway server with
 # initdb on loopback). Debian's package when missing and we are root; otherwise those tests skip
@@ -34,8 +35,15 @@ postgres:
 	    postgresql >/dev/null || echo "PostgreSQL could not be installed: its tests will skip (fail under CI)"; \
 	else echo "no PostgreSQL server and no root apt-get: its tests will skip (fail under CI)"; fi
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Debian's chromium for the playground's browser test (needs root; the test skips without it,
+# and fails when CI is set).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium; } \
+	  || echo "could not install chromium: the playground browser test will skip (or fail under CI)"
 
 clean:
 	rm -rf $(VENV) .wanflash

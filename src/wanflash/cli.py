@@ -1,4 +1,4 @@
-"""Command line: ``wanflash serve | api | worker | migrate | generate | keys``.
+"""Command line: ``wanflash serve | api | worker | migrate | generate | keys create|list|revoke | doctor``.
 
 ``serve`` is the embedded all-in-one default. Distributed mode (``WANFLASH_DATABASE_URL`` set):
 ``migrate`` once, then ``api`` replicas and ``worker`` processes (see docs/deploy.md).
@@ -66,10 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--profile", default=None)
     g.add_argument("-o", "--output", required=True, help="output file; with several results, -1, -2 ... are added")
 
-    k = sub.add_parser("keys", help="manage API keys (stored hashed)")
-    k.add_argument("action", choices=["create", "list", "revoke"])
-    k.add_argument("key_id", nargs="?", help="key id to revoke")
-    k.add_argument("--data-dir", default=None)
+    k = sub.add_parser("keys", help="manage API keys (stored hashed): create, list, revoke")
+    actions = k.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
+    for name, text in (("create", "make a key and print it once"), ("list", "list key ids and their state"),
+                       ("revoke", "revoke a key by id")):
+        a = actions.add_parser(name, help=text)
+        if name == "revoke":
+            a.add_argument("key_id", help="key id to revoke (from `wanflash keys list`)")
+        a.add_argument("--data-dir", default=None)
+
+    d = sub.add_parser("doctor", help="check torch, CUDA, weights, codecs and the database; say how to fix gaps")
+    d.add_argument("--data-dir", default=None)
+    d.add_argument("--profile", default=None, help="check this profile instead of the configured one")
     return p
 
 
@@ -106,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wanflash.api.auth import keys_cli
 
         return keys_cli(settings, args)
+    if args.command == "doctor":
+        from wanflash.doctor import doctor_cli
+
+        return doctor_cli(settings, args)
     return 2
 
 

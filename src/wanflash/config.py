@@ -101,8 +101,12 @@ class Settings(BaseSettings):
     prompt_extend_device: str = "auto"  # 'local' backend: auto | cpu | cuda | cuda:N
 
     # -- playground / ops
-    playground: bool = True
-    log_json: bool = False
+    playground: bool = False  # the web page at "/" (`make run` turns it on)
+    log_json: bool = False  # one JSON object per log line, with taskUUID on lines about a task
+    metrics: bool = True  # Prometheus text at /metrics
+    metrics_token: str | None = Field(
+        default=None, description="when set, /metrics requires Authorization: Bearer <token>"
+    )
 
     @model_validator(mode="after")
     def _storage_complete(self) -> "Settings":

@@ -31,6 +31,7 @@ def test_lifecycle(tmp_path: Path) -> None:
     store.progress(s.task_uuid, 1, 1, 4, "denoise")
     r = poll_reply(store.get(s.task_uuid), sign, default_ttl=60)  # type: ignore[arg-type]
     assert all(i["status"] == "processing" and i["progress"] == 25.0 for i in r.data)
+    assert all((i["stage"], i["progressStep"], i["progressTotal"]) == ("denoise", 1, 4) for i in r.data)
     assert all("videoURL" not in i and "videoUUID" not in i for i in r.data)
     results = [{"videoUUID": f"v{i}", "seed": 5 + i, "key": f"outputs/{s.task_uuid}/{i}.mp4"} for i in range(2)]
     store.complete(s.task_uuid, 1, results, now=2000)

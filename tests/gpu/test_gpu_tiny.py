@@ -38,6 +38,11 @@ def test_tiny_on_cuda(tmp_path: Path) -> None:
     assert [v.shape for v in first.videos] == [(96, 720, 1280, 3)] * 2
     assert np.array_equal(first.videos[0], again.videos[0])
     assert not np.array_equal(first.videos[0], first.videos[1])
+    # What /metrics reports as wanflash_gpu_memory_bytes after a job.
+    stats = pipe.memory_stats()
+    assert stats["device"].startswith("cuda")
+    assert 0 < stats["allocated"] <= stats["reserved"] <= stats["device_used"] <= stats["device_total"]
+    assert stats["peak_allocated"] >= stats["allocated"]
     encode_video(first.videos[0], tmp_path / "gpu.mp4", fps=16, fmt="MP4", quality=95)
     info = probe_file(tmp_path / "gpu.mp4")
     assert (info.width, info.height, info.frames) == (1280, 720, 96)

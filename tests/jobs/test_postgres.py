@@ -6,6 +6,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.jobs.test_store import spec
 from wanflash.jobs.model import TaskState
@@ -69,3 +72,19 @@ def test_a_worker_pruned_as_stalled_registers_again(pg_url: str) -> None:
         assert c and c.task_uuid == s.task_uuid
     finally:
         src.close()
+
+
+def test_doctor_reads_a_live_postgres(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from wanflash.cli import main
+
+    src = PostgresJobSource(pg_url)
+    try:
+        src.migrate()
+        src.insert(spec())
+    finally:
+        src.close()
+    monkeypatch.setenv("WANFLASH_DATABASE_URL", pg_url)
+    main(["doctor", "--data-dir", str(tmp_path), "--profile", "tiny"])
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["ok", "database"] and "1 queued" in line for line in out.splitlines()), out

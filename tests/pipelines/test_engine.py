@@ -155,3 +155,10 @@ def test_generate_before_load_raises(tiny_settings, spec_factory) -> None:
 
     with pytest.raises(RuntimeError, match="load"):
         create_pipeline(tiny_settings).generate(spec_factory())
+
+
+def test_memory_stats_is_empty_on_cpu(engine) -> None:  # type: ignore[no-untyped-def]
+    # The session engine runs on the CPU: no CUDA memory to report on /metrics (tests/gpu checks
+    # the numbers on a GPU).
+    assert engine.device.type == "cpu"
+    assert engine.memory_stats() == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,5 +54,8 @@ def test_generate_writes_playable_files(tmp_path: Path, frame_png: Path, capsys)
         assert (info.video_codec, info.width, info.height) == ("h264", 1088, 832)
         assert abs(info.frames - 32) <= 1
         assert info.fps == pytest.approx(16)
-    assert "denoise [" in captured.err  # the progress bar
+    # tqdm bars on stderr: the tiny model build (fresh data dir), denoising, encoding.
+    assert "building the tiny model: 100%" in captured.err
+    assert re.search(r"denoise: 100%\S* \d+/\d+", captured.err), captured.err[-2000:]
+    assert "encode: 100%" in captured.err and "2/2" in captured.err
     assert (tmp_path / "data" / "models" / "tiny-wan" / "model_index.json").is_file()

@@ -8,6 +8,8 @@ The job source is the embedded SQLite file, or PostgreSQL when ``settings.databa
 (:func:`wanflash.jobs.source.open_job_source`). With ``worker=False`` (``wanflash api``) the app
 has no supervisor and no executor: it is a stateless API replica over the shared database, and
 runs the webhook delivery loop (leased rows, so any number of replicas can run it).
+Routes: ``/v1`` (REST and WebSocket), ``/media``, ``/health``, ``/openapi.json``, ``/metrics``
+(unless ``settings.metrics`` is off) and the playground at ``/`` (when ``settings.playground``).
 
 Tests inject the pipeline with ``pipeline_factory`` (a picklable callable or a
 ``"module:attribute"`` string, e.g. ``"wanflash.worker.executor:fake_pipeline"``) or a ready
@@ -25,10 +27,10 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from wanflash.api import http
+from wanflash.api import http, ops, playground
 from wanflash.api.auth import KeyRing, db_path
 from wanflash.api.inputs import InputResolver
 from wanflash.api.limits import BodyLimits
@@ -38,6 +40,7 @@ from wanflash.config import Settings
 from wanflash.delivery import outbox
 from wanflash.jobs.service import JobService
 from wanflash.jobs.source import JobSource, open_job_source
+from wanflash.observability.metrics import Metrics
 from wanflash.pipelines.profiles import get_profile
 from wanflash.storage import create_store
 from wanflash.storage.base import ObjectStore
@@ -60,6 +63,7 @@ class Services:
     executor: Executor | None  # None in an API-only process
     supervisor: Supervisor | None
     webhooks: outbox.OutboxDeliverer
+    metrics: Metrics
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -75,9 +79,11 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     keys = KeyRing(settings, store)
     router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), links, get_profile(settings.profile))
     ex = (executor or create_executor(settings, pipeline_factory)) if worker else None
-    supervisor = Supervisor(settings, store, storage, ex, wake=wake) if ex is not None else None
-    webhooks = outbox.build(settings, store, lambda key, exp: links.url(key, exp, settings.base_url))
-    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks)
+    metrics = Metrics()
+    metrics.watch_store(store, (lambda: ex.state) if ex is not None else None)
+    supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics) if ex is not None else None
+    webhooks = outbox.build(settings, store, lambda key, exp: links.url(key, exp, settings.base_url), metrics)
+    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics)
 
 
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -100,13 +106,19 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
                 await services.supervisor.stop()
             await asyncio.to_thread(services.store.close)
 
+    routes: list[BaseRoute] = [
+        Route("/v1", http.rest, methods=["POST"]),
+        WebSocketRoute("/v1", websocket),
+        Route("/media/{key:path}", http.media, methods=["GET", "HEAD"]),
+        Route("/health", http.health, methods=["GET"]),
+        Route("/openapi.json", ops.openapi, methods=["GET"]),
+    ]
+    if settings.metrics:
+        routes.append(Route("/metrics", ops.metrics, methods=["GET"]))
+    if settings.playground:
+        routes += playground.routes()
     app = Starlette(
-        routes=[
-            Route("/v1", http.rest, methods=["POST"]),
-            WebSocketRoute("/v1", websocket),
-            Route("/media/{key:path}", http.media, methods=["GET", "HEAD"]),
-            Route("/health", http.health, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
         # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
         # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.

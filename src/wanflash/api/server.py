@@ -4,15 +4,16 @@ executor, over PostgreSQL (stateless; run as many replicas as you like).
 
 The WebSocket message limit is ``max_body_bytes`` because SDKs inline images and audio as
 base64 (protocol §4.1). With ``print_key`` a fresh install gets one API key, created here,
-stored hashed, and printed once to stdout.
+stored hashed, and printed once to stdout. Logs (uvicorn's included) go to stderr through one
+handler: text, or one JSON object per line with ``WANFLASH_LOG_JSON``.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from wanflash.config import Settings
+from wanflash.observability.logs import configure_logging
 
 
 def uvicorn_config_kwargs(settings: Settings) -> dict[str, object]:
@@ -33,7 +34,7 @@ def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -
     from wanflash.api.auth import db_path, ensure_first_key
     from wanflash.jobs.source import open_job_source
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(json_lines=settings.log_json)
     if not worker and not settings.database_url:
         print("wanflash api needs WANFLASH_DATABASE_URL (PostgreSQL, shared with the workers); "
               "`wanflash serve` runs the embedded all-in-one mode.", file=sys.stderr)
@@ -49,7 +50,9 @@ def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -
             print(f"{bar}\nNew API key (stored hashed; shown only this once, save it now):\n\n    {raw}\n\n"
                   f"Use it as the SDK's api_key with url ws://{settings.host}:{settings.port}/v1\n{bar}", flush=True)
     app = create_app(settings, worker=worker)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+    # log_config=None: uvicorn's own loggers go through the root handler configured above (JSON lines
+    # with WANFLASH_LOG_JSON), instead of uvicorn's separate text handlers.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", log_config=None,
                             **uvicorn_config_kwargs(settings))  # type: ignore[arg-type]
     uvicorn.Server(config).run()
     return 0

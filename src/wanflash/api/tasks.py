@@ -33,6 +33,7 @@ from wanflash.api.ssrf import validate_url
 from wanflash.api.validation import parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
+from wanflash.observability.logs import task_context
 
 if TYPE_CHECKING:
     from wanflash.api.inputs import InputResolver
@@ -86,6 +87,11 @@ class TaskRouter:
 
     async def handle(self, task: Any, base_url: str, key_hash: str | None = None) -> Reply:
         """Answer one task. ``key_hash`` (the caller's hashed API key) enables the per-key limits."""
+        tu = _str(task, "taskUUID") if isinstance(task, dict) else None
+        with task_context(tu):
+            return await self._handle(task, base_url, key_hash)
+
+    async def _handle(self, task: Any, base_url: str, key_hash: str | None) -> Reply:
         if not isinstance(task, dict):
             return error_reply("invalidPayload", "Each element of the request array must be a task object.")
         task_type = _str(task, "taskType")

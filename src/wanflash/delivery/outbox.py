@@ -19,6 +19,8 @@ Guarantees:
   and persists the outcome; retryable failures are rescheduled with exponential backoff and full
   jitter (the schedule lives in the row, so it survives restarts). Nothing is attempted at or after
   the message's ``expires_at`` (the output URL's expiry): the row ends ``expired``.
+* Every attempt's outcome is counted on ``metrics`` (``delivered``, ``retry`` when rescheduled, or
+  the final state) and logged with the message's ``taskUUID``.
 * The signing secret is ``settings.webhook_secret``, else one generated once and kept in
   ``<data_dir>/webhook_secret`` (mode 0600), like the URL-signing key.
 """
@@ -38,10 +40,12 @@ from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import JobSource, OutboxMessage, TaskRecord
+from wanflash.observability.logs import task_context
 from wanflash.storage.local import persisted_secret
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
+    from wanflash.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,10 @@ class OutboxDeliverer:
     """The delivery loop: an asyncio task next to the supervisor."""
 
     def __init__(self, store: JobSource, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
-                 poll_seconds: float = 0.5, rng: Callable[[], float] = random.random) -> None:
+                 poll_seconds: float = 0.5, rng: Callable[[], float] = random.random,
+                 metrics: "Metrics | None" = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.sender = sender
         self.schedule = schedule or RetrySchedule()
         self.poll_seconds = poll_seconds
@@ -122,8 +128,17 @@ class OutboxDeliverer:
         return len(rows)
 
     async def _attempt(self, m: OutboxMessage) -> None:
+        with task_context(m.task_uuid):
+            await self._attempt_in_context(m)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.webhook(outcome)
+
+    async def _attempt_in_context(self, m: OutboxMessage) -> None:
         now = time.time()
         if now >= m.expires_at:
+            self._count("expired")
             await asyncio.to_thread(self.store.outbox_result, m.msg_id, state="expired", attempts=m.attempts,
                                     error="the output URL expired before delivery")
             return
@@ -137,16 +152,18 @@ class OutboxDeliverer:
                 state = "pending" if next_at < m.expires_at else "expired"
         else:
             state, next_at = out.state, None
+        self._count("retry" if state == "pending" else state)
         if state != "delivered":
             log.warning("webhook %s to %s: %s after %d attempts (%s)", m.msg_id, m.url, state, attempts, out.error)
         await asyncio.to_thread(self.store.outbox_result, m.msg_id, state=state, attempts=attempts, next_at=next_at,
                                 status=out.status, error=out.error)
 
 
-def build(settings: "Settings", store: JobSource, sign_url: Callable[[str, float], str]) -> OutboxDeliverer:
+def build(settings: "Settings", store: JobSource, sign_url: Callable[[str, float], str],
+          metrics: "Metrics | None" = None) -> OutboxDeliverer:
     """Install the renderer on ``store`` and return the (not yet started) delivery loop."""
     store.set_outbox_renderer(make_renderer(sign_url, settings.default_ttl_seconds))
     secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)
     sender = WebhookSender(secret, allow_loopback=settings.allow_loopback_fetch)
-    return OutboxDeliverer(store, sender)
+    return OutboxDeliverer(store, sender, metrics=metrics)
 

@@ -1,7 +1,8 @@
 """Task row -> the Runware items a client sees (the ``getResponse`` contract, protocol §3.3).
 
 * Not finished: ``numberResults`` items ``{"taskType":"videoInference","taskUUID":T,"status":"processing"}``
-  with no ``videoUUID``/``videoURL`` (clients would take those as done), plus ``progress``.
+  with no ``videoUUID``/``videoURL`` (clients would take those as done), plus ``progress``
+  (percent), ``stage``, ``progressStep`` and ``progressTotal`` while running.
 * Succeeded: all N items together, each with ``status":"success"``, its own ``videoUUID``,
   a signed ``videoURL``, its ``seed``, and ``cost`` (the task cost split evenly) when the
   request had ``includeCost``. The same items (same UUIDs, same URL) on every later poll.
@@ -61,6 +62,9 @@ def poll_reply(record: TaskRecord, sign_url: SignUrl, *, default_ttl: int) -> Po
         if record.state is TaskState.RUNNING and record.progress_total:
             item["progress"] = round(100.0 * record.progress_step / record.progress_total, 1)
             item["stage"] = record.progress_stage
+            # Extra fields (the SDKs ignore unknown keys): the step counts behind "progress".
+            item["progressStep"] = record.progress_step
+            item["progressTotal"] = record.progress_total
         return PollReply(data=[dict(item) for _ in range(n)])
     if record.state is TaskState.SUCCEEDED:
         exp = expires_at(record, default_ttl)

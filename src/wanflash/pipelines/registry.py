@@ -21,12 +21,13 @@ class WeightsNotFound(FileNotFoundError):
     """A real profile was chosen but its weights are not on disk."""
 
 
-def weights_root(settings: Settings) -> Path:
-    """Where the profile's weights are, checked; builds the tiny model on first use."""
+def weights_root(settings: Settings, *, progress: bool | None = None) -> Path:
+    """Where the profile's weights are, checked; builds the tiny model on first use (``progress``:
+    a progress bar while building; ``None``: only on a terminal)."""
     if settings.profile == "tiny":
         from wanflash.pipelines.tiny import ensure_tiny_model
 
-        return ensure_tiny_model(settings.data_dir)
+        return ensure_tiny_model(settings.data_dir, progress=progress)
     root = settings.weights_dir
     if root is None:
         raise WeightsNotFound(
@@ -41,10 +42,26 @@ def weights_root(settings: Settings) -> Path:
     return Path(root)
 
 
-def create_pipeline(settings: Settings) -> VideoPipeline:
+def route_library_logs() -> None:
+    """Send diffusers' and transformers' log records through the root handler (JSON lines with
+    ``log_json``) instead of their own stderr handlers, and silence their download/save bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.disable_default_handler()
+        lib.enable_propagation()
+        lib.disable_progress_bar()
+
+
+def create_pipeline(settings: Settings, *, progress: bool | None = None) -> VideoPipeline:
     """The pipeline for ``settings.profile``; call ``.load()`` once before ``.generate``."""
     profile = get_profile(settings.profile)
-    root = weights_root(settings)
+    if settings.log_json:
+        route_library_logs()  # before the imports below, which log
+        if progress is None:
+            progress = False  # a bar on stderr would break the one-JSON-object-per-line log stream
+    root = weights_root(settings, progress=progress)
     lora_dir = None
     if settings.profile == "wan2.2-i2v-a14b" and settings.lora_dir is not None:
         if not Path(settings.lora_dir).is_dir():

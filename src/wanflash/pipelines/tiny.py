@@ -107,18 +107,41 @@ def _is_current(root: Path) -> bool:
         return False
 
 
-def ensure_tiny_model(data_dir: Path) -> Path:
-    """The tiny model's directory under ``data_dir/models``, built first if missing or stale."""
-    models = Path(data_dir) / "models"
-    root = models / "tiny-wan"
+def tiny_model_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "models" / "tiny-wan"
+
+
+def is_built(data_dir: Path) -> bool:
+    """Whether the current tiny model is already on disk (``ensure_tiny_model`` would not build)."""
+    return _is_current(tiny_model_dir(data_dir))
+
+
+def ensure_tiny_model(data_dir: Path, *, progress: bool | None = None) -> Path:
+    """The tiny model's directory under ``data_dir/models``, built first if missing or stale.
+
+    ``progress``: show a progress bar on stderr while building (``None``: only on a terminal).
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    root = tiny_model_dir(data_dir)
+    models = root.parent
     if _is_current(root):
         return root
     models.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-wan.", dir=models))
+    bar = tqdm(total=3, desc="building the tiny model", unit="part",
+               disable=None if progress is None else not progress)
+    diffusers_logging.disable_progress_bar()  # one bar for the build, not one per saved shard
+    transformers_logging.disable_progress_bar()
     try:
         i2v, t2v = build_tiny_pipelines()
+        bar.update()
         i2v.save_pretrained(tmp)
+        bar.update()
         t2v.save_pretrained(tmp / "t2v")
+        bar.update()
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": SEED,
                                               "note": "random weights: output is noise"}))
         if root.exists():
@@ -133,5 +156,6 @@ def ensure_tiny_model(data_dir: Path) -> Path:
             if not _is_current(root):
                 raise
     finally:
+        bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -216,6 +216,8 @@ class WanVideoPipeline:
         if not spec.seeds:
             raise ValueError("spec.seeds is empty")
         batch = self.settings.batch_results and len(spec.seeds) > 1
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # memory_stats()' peak is per job
         try:
             return self._generate(spec, on_step, image, batch=batch)
         except torch.OutOfMemoryError:
@@ -225,6 +227,20 @@ class WanVideoPipeline:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return self._generate(spec, on_step, image, batch=False)
+
+    def memory_stats(self) -> dict[str, object]:
+        """CUDA memory of this process and device in bytes, for ``/metrics``; empty on CPU."""
+        if self.device.type != "cuda":
+            return {}
+        free, total = torch.cuda.mem_get_info(self.device)
+        return {
+            "device": str(self.device),
+            "allocated": torch.cuda.memory_allocated(self.device),
+            "reserved": torch.cuda.memory_reserved(self.device),
+            "peak_allocated": torch.cuda.max_memory_allocated(self.device),
+            "device_used": total - free,
+            "device_total": total,
+        }
 
     def _generate(self, spec: JobSpec, on_step: OnStep, image: Image.Image | None, *, batch: bool) -> GenerationResult:
         gw, gh = self.profile.generation_size(spec.width, spec.height)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled, JobFailed
 from wanflash.jobs.model import JobSpec
+from wanflash.observability.logs import configure_logging, task_context
 from wanflash.worker.protocol import (
     Cancel,
     Cancelled,
@@ -115,7 +116,7 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
     """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
     spec, image, prompt_info = prepare(job, extender, on_step)
     result = pipeline.generate(spec, on_step, image=image)
-    return encode_result(job, spec, result, prompt_info, on_step)
+    return with_memory_stats(encode_result(job, spec, result, prompt_info, on_step), pipeline)
 
 
 def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", prompt_info: dict[str, Any] | None,
@@ -146,6 +147,15 @@ def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", prompt
     return Done(task_uuid=job.task_uuid, outputs=outputs, info=info)
 
 
+def with_memory_stats(done: Done, pipeline: Any) -> Done:
+    """Add the pipeline's CUDA memory after this job (``{}`` on CPU) to ``done.info``, for /metrics."""
+    memory_stats = getattr(pipeline, "memory_stats", None)
+    stats = memory_stats() if callable(memory_stats) else None
+    if stats:
+        done.info["gpu_memory"] = stats
+    return done
+
+
 def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
                extender: "PromptExtender | None" = None) -> Done | Failed | Cancelled:
     """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
@@ -171,7 +181,7 @@ def guarded(job: RunJob, work: Callable[[], Done]) -> Done | Failed | Cancelled:
 
 def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Settings") -> None:
     """Entry point of the executor child (multiprocessing spawn)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(name)s: %(message)s")
+    configure_logging(json_lines=settings.log_json, process_label="child")
     t0 = time.monotonic()
     try:
         from wanflash.pipelines.prompt_extend import create_extender
@@ -196,9 +206,10 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
             continue  # a Cancel for a job that already finished
         job = msg
         last_sent = 0.0
+        last_stage = ""
 
         def on_step(step: int, total: int, stage: str, job: RunJob = job) -> None:
-            nonlocal last_sent
+            nonlocal last_sent, last_stage
             # Drain control messages without blocking: a Cancel for this job stops the run here.
             while conn.poll():
                 ctl = conn.recv()
@@ -207,9 +218,11 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
                 if isinstance(ctl, Shutdown):
                     raise SystemExit(0)
             now = time.monotonic()
-            # The supervisor stores ~1 write/s; more messages than that only cost pipe traffic.
-            if now - last_sent >= 0.2 or step == total:
-                last_sent = now
+            # The supervisor stores ~1 write/s; more messages than that only cost pipe traffic. A new
+            # stage is always sent: the supervisor times the stages from these messages.
+            if now - last_sent >= 0.2 or step == total or stage != last_stage:
+                last_sent, last_stage = now, stage
                 conn.send(Progress(job.task_uuid, step, total, stage))
 
-        conn.send(run_safely(pipeline, job, on_step, extender))
+        with task_context(job.task_uuid):
+            conn.send(run_safely(pipeline, job, on_step, extender))

@@ -11,6 +11,7 @@
 Both expose :class:`Executor`: ``start()`` (non-blocking; loading happens in the background),
 ``run(job, on_progress)`` returning :class:`Done` or raising :class:`JobCancelled`,
 :class:`JobFailed` or :class:`ExecutorDead`, ``cancel(task_uuid)``, ``restart()`` and ``stop()``.
+``on_loaded`` (settable) is called with the load time in seconds whenever a model finishes loading.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import multiprocessing as mp
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "wanflash.pipelines.registry:create_pipeline"
 OnProgress = Callable[[Progress], None]
+OnLoaded = Callable[[float], None]
 
 
 def fake_pipeline(settings: "Settings") -> "FakePipeline":
@@ -57,6 +60,7 @@ def fake_pipeline(settings: "Settings") -> "FakePipeline":
 
 class Executor(Protocol):
     name: str
+    on_loaded: OnLoaded | None
 
     def start(self) -> None: ...
 
@@ -95,6 +99,7 @@ class InProcessExecutor:
         self._loading: asyncio.Task[None] | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._error: str | None = None
+        self.on_loaded: OnLoaded | None = None
 
     @property
     def state(self) -> str:
@@ -115,8 +120,11 @@ class InProcessExecutor:
         try:
             from wanflash.pipelines.prompt_extend import create_extender
 
+            t0 = time.monotonic()
             self._pipeline = await asyncio.to_thread(load)
             self._extender = create_extender(self._settings)
+            if self.on_loaded is not None:
+                self.on_loaded(time.monotonic() - t0)
         except Exception as exc:
             log.exception("pipeline load failed")
             self._error = f"{type(exc).__name__}: {exc}"
@@ -167,8 +175,8 @@ _DEAD = object()
 class _Child:
     """One spawned child plus a reader thread that forwards its messages into asyncio."""
 
-    def __init__(self, settings: "Settings", factory: PipelineFactory | str, loop: asyncio.AbstractEventLoop
-                 ) -> None:
+    def __init__(self, settings: "Settings", factory: PipelineFactory | str, loop: asyncio.AbstractEventLoop,
+                 on_ready: Callable[[Ready], None] | None = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=child_main, args=(child_conn, factory, settings),
@@ -177,6 +185,7 @@ class _Child:
         child_conn.close()  # the parent keeps only its end, so EOF is seen when the child dies
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.ready: asyncio.Future[Ready] = loop.create_future()
+        self._on_ready = on_ready
         self._loop = loop
         self._reader = threading.Thread(target=self._read, name="wanflash-executor-reader", daemon=True)
         self._reader.start()
@@ -194,6 +203,8 @@ class _Child:
         if not self.ready.done():
             if isinstance(msg, Ready):
                 self.ready.set_result(msg)
+                if self._on_ready is not None:
+                    self._on_ready(msg)
                 return
             if isinstance(msg, LoadFailed):
                 self.ready.set_exception(JobFailed("modelNotReady", f"the model failed to load: {msg.message}"))
@@ -230,6 +241,7 @@ class SubprocessExecutor:
         self._lock = asyncio.Lock()
         self._current: str | None = None
         self.restarts = 0
+        self.on_loaded: OnLoaded | None = None
 
     @property
     def state(self) -> str:
@@ -248,7 +260,11 @@ class SubprocessExecutor:
 
     def start(self) -> None:
         if self._child is None:
-            self._child = _Child(self._settings, self._factory, asyncio.get_running_loop())
+            self._child = _Child(self._settings, self._factory, asyncio.get_running_loop(), self._loaded)
+
+    def _loaded(self, ready: Ready) -> None:
+        if self.on_loaded is not None:
+            self.on_loaded(ready.load_seconds)
 
     async def wait_ready(self) -> None:
         self.start()

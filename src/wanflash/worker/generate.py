@@ -73,24 +73,29 @@ def load_image(ref: str, settings: Settings) -> Image.Image:
     return img.convert("RGB")
 
 
-class ProgressBar:
-    """A one-line text bar on a terminal stream; plain lines when it is not a terminal."""
+class StageBars:
+    """``on_step`` as progress bars on ``stream`` (tqdm): one bar per stage (denoise, encode)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
-        self.width = width
-        self.start = time.monotonic()
-        self.tty = stream.isatty()
+        self.bar: Any = None
+        self.stage: str | None = None
 
     def __call__(self, step: int, total: int, stage: str) -> None:
-        filled = int(self.width * step / max(1, total))
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"{stage} [{bar}] {step}/{total} {time.monotonic() - self.start:5.1f}s"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if step >= total else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        from tqdm import tqdm
+
+        if self.bar is None or stage != self.stage or total != self.bar.total:
+            self.close()
+            self.bar = tqdm(total=total, desc=stage, unit="step", file=self.stream, mininterval=0.2)
+            self.stage = stage
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def output_paths(output: Path, n: int) -> list[Path]:
@@ -134,20 +139,24 @@ def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
     from wanflash.pipelines.registry import create_pipeline
 
     t0 = time.monotonic()
-    pipe = create_pipeline(settings)
+    pipe = create_pipeline(settings, progress=True)
     pipe.load()
     print(f"loaded {profile.name} in {time.monotonic() - t0:.1f}s", file=err)
+    bars = StageBars(err)
     try:
-        result = pipe.generate(spec, ProgressBar(err), image=image)
+        result = pipe.generate(spec, bars, image=image)
     except JobCancelled:
+        bars.close()
         print("cancelled", file=err)
         return 130
 
     paths = output_paths(output, len(result.videos))
-    for path, video, seed, audio in zip(paths, result.videos, result.seeds,
-                                        result.audio or [None] * len(result.videos)):
+    bars(0, len(paths), "encode")
+    for i, (path, video, seed, audio) in enumerate(zip(paths, result.videos, result.seeds,
+                                                       result.audio or [None] * len(result.videos))):
         encode_video(video, path, fps=spec.fps, fmt=spec.output_format, quality=spec.output_quality,
                      audio=audio if spec.audio else None)
+        bars(i + 1, len(paths), "encode")
         info = probe_file(path)
         if (info.width, info.height) != (spec.width, spec.height) or abs(info.frames - spec.num_frames) > 1:
             print(f"error: {path} probes as {info.width}x{info.height}, {info.frames} frames; expected "

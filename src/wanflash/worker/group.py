@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled
-from wanflash.worker.child import encode_result, guarded, prepare, resolve_factory
+from wanflash.worker.child import encode_result, guarded, prepare, resolve_factory, with_memory_stats
 from wanflash.worker.executor import DEFAULT_FACTORY, OnProgress, _outcome
 from wanflash.worker.protocol import Done, Progress, RunJob
 
@@ -127,7 +127,7 @@ class LeaderExecutor:
                 # Every rank meets here whatever happened. If this collective fails, the error above
                 # came from a dead rank (not from the job), so the task must not be failed for it.
                 self._collective(self.comm.agree, False)
-            return encode_result(job, spec, result, prompt_info, progress)
+            return with_memory_stats(encode_result(job, spec, result, prompt_info, progress), self.pipeline)
 
         try:
             return _outcome(await asyncio.to_thread(guarded, job, work))

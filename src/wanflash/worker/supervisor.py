@@ -29,6 +29,11 @@ fail the attempt as retryable ``storageUnavailable``, so the lease/attempt machi
 ``uploadEndpoint``: after the outputs are stored and before the task completes, each is PUT
 with :func:`wanflash.delivery.upload.put_output` (SSRF-guarded, 5xx retried, redirects not
 followed); a refusal fails the task with ``uploadFailed`` and the endpoint's answer.
+
+Observability: everything logged while a task is processed carries its ``taskUUID``
+(:func:`~wanflash.observability.logs.task_context`), and with ``metrics`` the stage durations
+(queue wait, model load, denoise, decode, encode, upload) and the executor's GPU memory report
+are recorded from the events seen here (:class:`~wanflash.observability.metrics.StageClock`).
 """
 
 from __future__ import annotations
@@ -48,12 +53,15 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
 from wanflash.jobs.source import Claim, JobSource, TaskEvent
+from wanflash.observability.logs import task_context
+from wanflash.observability.metrics import StageClock
 from wanflash.storage.base import StorageUnavailable
 from wanflash.worker.executor import Executor
 from wanflash.worker.protocol import Done, Progress, RunJob
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
+    from wanflash.observability.metrics import Metrics
     from wanflash.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -63,7 +71,8 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress writes per task
 
 class Supervisor:
     def __init__(self, settings: "Settings", store: JobSource, storage: "ObjectStore", executor: Executor, *,
-                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True) -> None:
+                 wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True,
+                 metrics: "Metrics | None" = None) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
@@ -76,9 +85,13 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.current: str | None = None
+        self.metrics = metrics
 
     def start(self) -> None:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
+        if self.metrics is not None and hasattr(self.executor, "on_loaded"):
+            metrics = self.metrics
+            self.executor.on_loaded = lambda seconds: metrics.observe_stage("load", seconds)
         # Embedded: rows left 'running' by a previous process are orphans, unless other workers share
         # the store (a worker group), whose leases expire instead. PostgreSQL: register with
         # procrastinate (worker heartbeat) and listen for dispatch and abort notifications.
@@ -131,15 +144,24 @@ class Supervisor:
 
     async def process(self, claim: Claim) -> None:
         """Run one claimed task to a terminal (or re-queued) state."""
+        with task_context(claim.task_uuid):
+            await self._process(claim)
+
+    async def _process(self, claim: Claim) -> None:
         spec = claim.spec
         tu, attempt = claim.task_uuid, claim.attempt
         self.current = tu
         out_dir = Path(tempfile.mkdtemp(prefix=f"{tu}-", dir=self.tmp_root))
         lost = asyncio.Event()
         last_write = 0.0
+        stages = StageClock(self.metrics.observe_stage if self.metrics else lambda stage, seconds: None)
+        t_start = time.monotonic()
+        log.info("task %s attempt %d started (%dx%d, %d frames, %d result(s))", tu, attempt, spec.width,
+                 spec.height, spec.num_frames, spec.number_results)
 
         def on_progress(p: Progress) -> None:
             nonlocal last_write
+            stages.progress(p.step, p.total, p.stage)
             now = time.monotonic()
             if now - last_write >= PROGRESS_INTERVAL or p.step == p.total:
                 last_write = now
@@ -161,18 +183,27 @@ class Supervisor:
             inputs = await asyncio.to_thread(self._materialize, [spec.image_key, spec.audio_key], out_dir)
             job = RunJob(task_uuid=tu, attempt=attempt, spec_json=spec.model_dump_json(), out_dir=str(out_dir),
                          image_path=inputs[0], audio_path=inputs[1])
-            done = await asyncio.wait_for(self.executor.run(job, on_progress), self.settings.job_deadline_seconds)
+            if self.metrics is not None:
+                await self._observe_queue_wait(tu)
+            done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.job_deadline_seconds)
             if lost.is_set():
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
                 return
+            stages.begin("upload")
             results = await asyncio.to_thread(self._store_outputs, claim, done)
             if spec.upload_endpoint:
                 await self._upload(spec.upload_endpoint, results)
-            if not await asyncio.to_thread(self.store.complete, tu, attempt, results):
+            stages.finish()
+            if self.metrics is not None and isinstance(done.info.get("gpu_memory"), dict):
+                self.metrics.gpu(done.info["gpu_memory"])  # type: ignore[arg-type]
+            if await asyncio.to_thread(self.store.complete, tu, attempt, results):
+                log.info("task %s succeeded in %.2f s", tu, time.monotonic() - t_start)
+            else:
                 log.warning("task %s attempt %d is stale; completion not recorded", tu, attempt)
         except JobCancelled:
             if lost.is_set():
                 return
+            log.info("task %s cancelled", tu)
             await asyncio.to_thread(self.store.cancelled, tu, attempt)
         except ExecutorDead as exc:
             log.warning("task %s: %s", tu, exc)
@@ -183,6 +214,7 @@ class Supervisor:
                 self.store.fail, tu, attempt, "timeout",
                 f"generation did not finish within {self.settings.job_deadline_seconds:.0f} s")
         except JobFailed as exc:
+            log.warning("task %s failed: %s: %s", tu, exc.code, exc.message)
             await asyncio.to_thread(self.store.fail, tu, attempt, exc.code, exc.message, retryable=exc.retryable)
         except StorageUnavailable as exc:
             log.warning("task %s: %s", tu, exc)
@@ -199,6 +231,19 @@ class Supervisor:
             hb.cancel()
             self.current = None
             shutil.rmtree(out_dir, ignore_errors=True)
+
+    async def _run(self, job: RunJob, on_progress: Any, stages: StageClock) -> Done:
+        # Wait for the model first, so a load is measured as "load" and not as this job's denoising.
+        await self.executor.wait_ready()
+        stages.begin("denoise")
+        done = await self.executor.run(job, on_progress)
+        stages.finish()
+        return done
+
+    async def _observe_queue_wait(self, task_uuid: str) -> None:
+        record = await asyncio.to_thread(self.store.get, task_uuid)
+        if record is not None and self.metrics is not None:
+            self.metrics.observe_stage("queue_wait", time.time() - record.created)
 
     async def _upload(self, endpoint: str, results: list[dict[str, Any]]) -> None:
         """PUT the output to ``uploadEndpoint``.

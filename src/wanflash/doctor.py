@@ -1,0 +1,262 @@
+"""``wanflash doctor``: check this machine and configuration, say what is missing and how to fix it.
+
+Checks: Python; torch (import, version), diffusers and transformers; CUDA (what torch sees,
+against ``WANFLASH_DEVICE`` and the profile); the profile's weights; PyAV's encoders (by
+encoding a short clip in every output format, audio included, the same way the service does);
+the data directory (writable, free space); the database (integrity, task counts; opened
+read-only, never created); the promptExtend backend's configuration. Exit status 1 when a
+required check fails, 0 otherwise (warnings do not fail). Nothing here mutates state.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+if TYPE_CHECKING:
+    import argparse
+
+    from wanflash.config import Settings
+
+Status = Literal["ok", "warn", "fail"]
+GiB = 1024**3
+MIN_FREE_BYTES = 5 * GiB
+TORCH_FIX = ("run `make setup` (installs the CPU wheel), or install the CUDA build of torch that matches your "
+             "driver into .venv first and run `make run TORCH_SPEC=` (README: Installing torch)")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def check_python() -> list[Check]:
+    v = sys.version_info
+    ok = v >= (3, 11)
+    return [Check("python", "ok" if ok else "fail", f"{v.major}.{v.minor}.{v.micro} ({sys.executable})",
+                  None if ok else "use Python 3.11 or newer")]
+
+
+def check_engine(settings: "Settings") -> list[Check]:
+    from wanflash.pipelines.environment import engine_info
+
+    info = engine_info()
+    out: list[Check] = []
+    torch = info["torch"]
+    if "error" in torch:
+        out.append(Check("torch", "fail", f"cannot import torch: {torch['error']}", TORCH_FIX))
+    else:
+        out.append(Check("torch", "ok", torch["version"]))
+    for name in ("diffusers", "transformers"):
+        mod = info[name]
+        if "error" in mod:
+            out.append(Check(name, "fail", f"cannot import {name}: {mod['error']}",
+                             "install the engine extra: `.venv/bin/pip install -e '.[engine]'` (make setup does)"))
+        else:
+            out.append(Check(name, "ok", mod["version"]))
+    out.append(_cuda_check(settings, info.get("cuda")))
+    return out
+
+
+def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
+    wants_cuda = settings.device.startswith("cuda")
+    if cuda is None:
+        return Check("cuda", "fail" if wants_cuda else "warn", "unknown: torch is not importable", TORCH_FIX)
+    if cuda.get("available"):
+        devices = "; ".join(f"cuda:{d['index']} {d['name']} ({d['total_bytes'] / GiB:.1f} GiB, sm {d['capability']})"
+                            for d in cuda["devices"])
+        return Check("cuda", "ok", f"CUDA {cuda['built_with']}: {devices}")
+    why = cuda.get("error") or ("this torch build has no CUDA support" if not cuda.get("built_with")
+                                else f"torch was built with CUDA {cuda['built_with']} but sees no GPU")
+    fix = ("install a CUDA build of torch (README: Installing torch)" if not cuda.get("built_with")
+           else "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
+    if wants_cuda:
+        return Check("cuda", "fail", f"WANFLASH_DEVICE={settings.device} but {why}", fix)
+    if settings.profile != "tiny":
+        return Check("cuda", "warn", f"no GPU ({why}): profile {settings.profile} on the CPU is impractically slow",
+                     fix)
+    return Check("cuda", "ok", f"no GPU ({why}); the tiny profile runs on the CPU")
+
+
+def check_weights(settings: "Settings") -> list[Check]:
+    from wanflash.pipelines.registry import WeightsNotFound, weights_root
+
+    if settings.profile == "tiny":
+        from wanflash.pipelines.tiny import is_built, tiny_model_dir
+
+        where = tiny_model_dir(settings.data_dir)
+        if is_built(settings.data_dir):
+            return [Check("weights", "ok", f"tiny model at {where}")]
+        return [Check("weights", "ok", f"tiny model not built yet; built offline on first use at {where} (seconds)")]
+    try:
+        root = weights_root(settings)
+    except WeightsNotFound as exc:
+        return [Check("weights", "fail", str(exc),
+                      "download the diffusers-format weights for the profile and set WANFLASH_WEIGHTS_DIR "
+                      "(README: Real weights)")]
+    out = [Check("weights", "ok", f"{settings.profile} at {root}")]
+    if settings.profile == "wan2.2-i2v-a14b":
+        if not (root / "t2v" / "model_index.json").is_file():
+            out.append(Check("weights t2v", "warn", f"no {root / 't2v'}: requests without an image fail with "
+                             "textToVideoUnavailable", "add a Wan2.2-T2V-A14B-Diffusers directory as t2v/"))
+        lora = settings.lora_dir
+        if lora is None:
+            out.append(Check("loras", "warn", "WANFLASH_LORA_DIR is not set: the profile runs 4 steps, which needs "
+                             "4-step distilled LoRAs (or distilled weights)", "set WANFLASH_LORA_DIR"))
+        elif not Path(lora).is_dir() or not any(Path(lora).glob("*.safetensors")):
+            out.append(Check("loras", "fail", f"WANFLASH_LORA_DIR={lora} holds no *.safetensors",
+                             "point it at the directory with the high/low-noise LoRA files"))
+        else:
+            out.append(Check("loras", "ok", ", ".join(p.name for p in sorted(Path(lora).glob("*.safetensors")))))
+    return out
+
+
+def check_codecs() -> list[Check]:
+    """Encode 8 frames (and a second of audio) in every output format, as the service would."""
+    import av
+    import numpy as np
+
+    from wanflash.media.encode import SUFFIXES, encode_video
+    from wanflash.pipelines.base import AudioTrack
+
+    frames = np.zeros((8, 64, 64, 3), dtype=np.uint8)
+    track = AudioTrack(samples=np.zeros((1, 16000), dtype=np.float32), rate=16000)
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wanflash-doctor-") as tmp:
+        for fmt, suffix in SUFFIXES.items():
+            try:
+                encode_video(frames, Path(tmp) / f"probe{suffix}", fps=16, fmt=fmt, quality=80, audio=track)
+            except Exception as exc:
+                failed.append(f"{fmt}: {type(exc).__name__}: {exc}")
+    ffmpeg = ".".join(str(x) for x in av.library_versions.get("libavcodec", ()))
+    if failed:
+        return [Check("codecs", "fail", "; ".join(failed),
+                      "install PyAV from its wheels (`pip install --force-reinstall av`): they bundle FFmpeg with "
+                      "libx264, libvpx (VP9), AAC and libopus; a source build needs an FFmpeg built with them")]
+    return [Check("codecs", "ok", f"PyAV {av.__version__} (libavcodec {ffmpeg}): "
+                  f"{', '.join(SUFFIXES)} encode with audio (H.264+AAC, VP9+Opus)")]
+
+
+def check_data_dir(settings: "Settings") -> list[Check]:
+    data = Path(settings.data_dir)
+    probe = data if data.exists() else next((p for p in data.absolute().parents if p.exists()), Path("/"))
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".wanflash-doctor-"):
+            pass
+    except OSError as exc:
+        return [Check("data dir", "fail", f"{probe} is not writable: {exc}",
+                      "choose another WANFLASH_DATA_DIR (or --data-dir) or fix its permissions")]
+    free = shutil.disk_usage(probe).free
+    detail = f"{data.absolute()} ({'exists' if data.exists() else 'created on first start'}), {free / GiB:.1f} GiB free"
+    if free < MIN_FREE_BYTES:
+        return [Check("data dir", "warn", detail, "free disk space: outputs, inputs and models are stored there")]
+    return [Check("data dir", "ok", detail)]
+
+
+def check_postgres(settings: "Settings") -> list[Check]:
+    """Distributed mode: the server answers and the schema is there (``wanflash migrate``)."""
+    try:
+        import psycopg
+
+        # A direct connection with a short timeout: the job source's pool would wait 30 s for a dead server.
+        with psycopg.connect(settings.database_url or "", connect_timeout=5) as db:
+            counts = dict(db.execute("SELECT state, COUNT(*) FROM wanflash_tasks GROUP BY state").fetchall())
+    except Exception as exc:  # driver missing, server down, schema absent: all reported the same way
+        return [Check("database", "fail", f"PostgreSQL ({type(exc).__name__}): {exc}".strip(),
+                      "install the postgres extra, check WANFLASH_DATABASE_URL, run `wanflash migrate`")]
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+    return [Check("database", "ok", f"PostgreSQL: {summary}")]
+
+
+def check_database(settings: "Settings") -> list[Check]:
+    from wanflash.api.auth import db_path
+
+    if settings.database_url:
+        return check_postgres(settings)
+    path = db_path(settings)
+    if not path.exists():
+        return [Check("database", "ok", f"{path} does not exist yet; created on first start")]
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            counts = dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+            keys = db.execute("SELECT COUNT(*) FROM api_keys WHERE revoked IS NULL").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return [Check("database", "fail", f"{path}: {exc}",
+                      "stop the service, move the file aside (tasks and keys in it are lost) and restart")]
+    if verdict != "ok":
+        return [Check("database", "fail", f"{path}: integrity check says {verdict}",
+                      "stop the service and restore the file from a backup, or move it aside")]
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+    out = [Check("database", "ok", f"{path}: {summary}; {keys} active API key(s)")]
+    if keys == 0 and not settings.api_key_list:
+        out.append(Check("api keys", "warn", "no API key: every request will be refused",
+                         "run `wanflash keys create` (or `wanflash serve --print-key`)"))
+    return out
+
+
+def check_prompt_extend(settings: "Settings") -> list[Check]:
+    backend = settings.prompt_extend_backend
+    if backend == "none":
+        return [Check("promptExtend", "ok", "backend none: prompts pass through (results say promptExtended=false)")]
+    if backend == "local":
+        d = settings.prompt_extend_model_dir
+        if d is None or not (Path(d) / "config.json").is_file():
+            return [Check("promptExtend", "warn", f"backend local but WANFLASH_PROMPT_EXTEND_MODEL_DIR={d} holds no "
+                          "model: prompts pass through", "point it at a local Qwen2.5(-VL) Instruct checkpoint")]
+        return [Check("promptExtend", "ok", f"local model at {d}")]
+    if not settings.prompt_extend_url:
+        return [Check("promptExtend", "warn", "backend openai but WANFLASH_PROMPT_EXTEND_URL is not set: prompts "
+                      "pass through", "set it to an OpenAI-compatible base URL, e.g. http://host:8001/v1")]
+    return [Check("promptExtend", "ok", f"openai-compatible at {settings.prompt_extend_url} "
+                  f"(model {settings.prompt_extend_model}; not contacted)")]
+
+
+def run_checks(settings: "Settings") -> list[Check]:
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("python", check_python),
+        ("engine", lambda: check_engine(settings)),
+        ("weights", lambda: check_weights(settings)),
+        ("codecs", check_codecs),
+        ("data dir", lambda: check_data_dir(settings)),
+        ("database", lambda: check_database(settings)),
+        ("promptExtend", lambda: check_prompt_extend(settings)),
+    ]
+    out: list[Check] = []
+    for name, step in steps:
+        try:
+            out += step()
+        except Exception as exc:  # a check that crashes is itself a finding, not a traceback
+            out.append(Check(name, "fail", f"the check crashed: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def report(checks: list[Check], settings: "Settings", stream: TextIO) -> int:
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    print(f"wanflash doctor: profile {settings.profile}, device {settings.device}, data dir {settings.data_dir}",
+          file=stream)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"  {marks[c.status]}  {c.name:<{width}}  {c.detail}", file=stream)
+        if c.fix and c.status != "ok":
+            print(f"        {'':<{width}}  fix: {c.fix}", file=stream)
+    fails = sum(c.status == "fail" for c in checks)
+    warns = sum(c.status == "warn" for c in checks)
+    print(f"{fails} problem(s), {warns} warning(s)" + ("" if fails else ": ready"), file=stream)
+    return 1 if fails else 0
+
+
+def doctor_cli(settings: "Settings", args: "argparse.Namespace") -> int:
+    return report(run_checks(settings), settings, sys.stdout)

@@ -1,0 +1,92 @@
+"""``wanflash --help`` lists the commands; ``wanflash doctor`` says what is missing and exits 1 for it."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wanflash.cli import main
+
+
+def test_help_lists_the_commands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "wanflash.cli", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    for command in ("serve", "api", "worker", "migrate", "generate", "keys", "doctor"):
+        assert command in proc.stdout
+    keys = subprocess.run([sys.executable, "-m", "wanflash.cli", "keys", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    for action in ("create", "list", "revoke"):
+        assert action in keys.stdout
+
+
+def doctor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, str], str]:
+    rc = main(["doctor", *argv])
+    out = capsys.readouterr().out
+    status = {}
+    for line in out.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[0] in ("ok", "WARN", "FAIL"):
+            status[parts[1]] = parts[0]
+    return rc, status, out
+
+
+def test_doctor_ready_for_the_tiny_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path / "data"), "--profile", "tiny")
+    assert rc == 0, out
+    for name in ("python", "torch", "diffusers", "transformers", "cuda", "weights", "codecs", "database"):
+        assert status.get(name) == "ok", out
+    assert "MP4, WEBM, MOV encode with audio" in out
+    assert not (tmp_path / "data").exists()  # the doctor looks, it does not create
+
+
+def test_doctor_names_missing_weights_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-i2v-a14b")
+    assert rc == 1
+    assert status["weights"] == "FAIL"
+    assert "WANFLASH_WEIGHTS_DIR" in out and "fix:" in out
+
+
+def test_doctor_reports_missing_torch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")
+    assert rc == 1
+    assert status["torch"] == "FAIL" and "make setup" in out
+
+
+def test_doctor_reports_a_corrupt_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "wanflash.sqlite3").write_bytes(b"this is not a database" * 100)
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")
+    assert rc == 1 and status["database"] == "FAIL", out
+
+
+def test_doctor_reads_a_live_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wanflash.api.auth import create_key
+    from wanflash.jobs.store import TaskStore
+
+    store = TaskStore(tmp_path / "wanflash.sqlite3")
+    create_key(store)
+    store.close()
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")
+    assert status["database"] == "ok" and "1 active API key" in out, out
+    with sqlite3.connect(tmp_path / "wanflash.sqlite3") as db:  # still a valid database afterwards
+        assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 0
+
+
+def test_doctor_reports_an_unreachable_postgres(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANFLASH_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{port}/wanflash")
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")
+    assert rc == 1
+    assert status["database"] == "FAIL" and "wanflash migrate" in out
