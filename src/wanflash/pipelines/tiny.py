@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,38 +101,52 @@ def build_tiny_pipelines():
     return i2v, t2v
 
 
-def _is_current(root: Path) -> bool:
+def _is_current(root: Path, version: int = TINY_VERSION) -> bool:
     try:
-        return json.loads((root / MARKER).read_text()).get("version") == TINY_VERSION
+        return json.loads((root / MARKER).read_text()).get("version") == version
     except (OSError, ValueError):
         return False
 
 
-def ensure_tiny_model(data_dir: Path) -> Path:
-    """The tiny model's directory under ``data_dir/models``, built first if missing or stale."""
+def build_once(data_dir: Path, name: str, version: int, save: Callable[[Path], None]) -> Path:
+    """``data_dir/models/<name>``, made by ``save(tmp_dir)`` first if missing or of another ``version``.
+
+    ``save`` writes into a temporary directory that is renamed into place only when it returns, so
+    a crash never leaves a half model behind, and two processes building at once both end up with
+    a whole one.
+    """
     models = Path(data_dir) / "models"
-    root = models / "tiny-wan"
-    if _is_current(root):
+    root = models / name
+    if _is_current(root, version):
         return root
     models.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-wan.", dir=models))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
     try:
-        i2v, t2v = build_tiny_pipelines()
-        i2v.save_pretrained(tmp)
-        t2v.save_pretrained(tmp / "t2v")
-        (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": SEED,
+        save(tmp)
+        (tmp / MARKER).write_text(json.dumps({"version": version, "seed": SEED,
                                               "note": "random weights: output is noise"}))
         if root.exists():
             # Stale recipe: move it aside first so the rename below is atomic.
-            old = Path(tempfile.mkdtemp(prefix=".tiny-wan.old.", dir=models))
-            os.replace(root, old / "tiny-wan")
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=models))
+            os.replace(root, old / name)
             shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, root)
         except OSError:
             # Another process finished first; theirs is as good as ours.
-            if not _is_current(root):
+            if not _is_current(root, version):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def ensure_tiny_model(data_dir: Path) -> Path:
+    """The tiny model's directory under ``data_dir/models``, built first if missing or stale."""
+
+    def save(tmp: Path) -> None:
+        i2v, t2v = build_tiny_pipelines()
+        i2v.save_pretrained(tmp)
+        t2v.save_pretrained(tmp / "t2v")
+
+    return build_once(data_dir, "tiny-wan", TINY_VERSION, save)
