@@ -53,5 +53,6 @@ def test_generate_writes_playable_files(tmp_path: Path, frame_png: Path, capsys)
         assert (info.video_codec, info.width, info.height) == ("h264", 1088, 832)
         assert abs(info.frames - 32) <= 1
         assert info.fps == pytest.approx(16)
-    assert "denoise [" in captured.err  # the progress bar
+        assert (info.audio_codec, info.audio_rate) == ("aac", 48000)  # native audio (tiny LTX-2) is on by default
+    assert "denoise [" in captured.err and "audio [" in captured.err  # the progress bar, per stage
     assert (tmp_path / "data" / "models" / "tiny-wan" / "model_index.json").is_file()
