@@ -112,6 +112,9 @@ class LTX2AudioStage:
         if self.pipe is not None:
             return
         diffusers_logging.disable_progress_bar()
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
         if not (self.root / "model_index.json").is_file():
             raise FileNotFoundError(f"no diffusers LTX-2 pipeline (model_index.json) in {self.root}")
         pipe = LTX2ConditionPipeline.from_pretrained(self.root, dtype=self.dtype)
