@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     executor: Literal["subprocess", "inprocess"] = "subprocess"
     batch_results: bool = True  # run numberResults as one batch where memory allows
 
+    # -- native audio (providerSettings.alibaba.audio): see wanflash.pipelines.audio.
+    # "ltx2": video-to-audio with LTX-2 after the video (tiny: a random tiny LTX-2 built offline;
+    # real profiles: diffusers-format LTX-2 weights in audio_weights_dir). "none": no audio model;
+    # requests that would need generated sound are refused at the API (an input track still works).
+    audio_model: Literal["ltx2", "none"] = "ltx2"
+    audio_weights_dir: Path | None = Field(default=None, description="diffusers-format LTX-2 (Lightricks/LTX-2)")
+    audio_steps: int | None = Field(default=None, ge=1, description="denoising steps; default 30 (tiny: 2)")
+    audio_cpu_offload: Literal["none", "model"] = "model"  # on CUDA; shares the GPU with the video model
+
     # -- jobs
     # PostgreSQL URL for distributed mode (`wanflash api|worker|migrate`); unset = the embedded SQLite file.
     database_url: str | None = None

@@ -310,6 +310,20 @@ def test_audio_input_sets_duration_from_track_clamped() -> None:
     assert plan_job(task, profile=TINY, inputs=ResolvedInputs(audio_key="a", audio_seconds=9.0)).duration == 4
 
 
+def test_server_without_audio_model_refuses_generated_audio() -> None:
+    """WANFLASH_AUDIO_MODEL=none: sound that would have to be generated is refused, not billed."""
+    for task in (base(), base(providerSettings={"alibaba": {"audio": True}})):
+        with pytest.raises(InvalidRequest) as ei:
+            parse_video_task(task, native_audio=False)
+        (e,) = ei.value.errors
+        assert (e.code, e.parameter) == ("unsupportedAudio", "providerSettings.alibaba.audio")
+    silent = parse_video_task(base(providerSettings={"alibaba": {"audio": False}}), native_audio=False)
+    assert plan_job(silent, profile=TINY).audio is False
+    # A supplied track needs no model: it is muxed as the soundtrack and billed at the audio rate.
+    track = parse_video_task(base(inputs={"audio": "a"}), native_audio=False)
+    assert plan_job(track, profile=TINY, inputs=ResolvedInputs(audio_key="a", audio_seconds=3.0)).audio is True
+
+
 @pytest.mark.parametrize("profile_name", list(PROFILES))
 @pytest.mark.parametrize("duration", [2, 5, 7, 15])
 def test_frames_last_the_requested_seconds(profile_name: str, duration: int) -> None:

@@ -28,7 +28,7 @@ def test_tiny_on_cuda(tmp_path: Path) -> None:
 
     pipe = create_pipeline(Settings(data_dir=tmp_path, device="cuda", dtype="bfloat16"))
     pipe.load()
-    assert pipe.i2v.transformer.device.type == "cuda"
+    assert pipe.video.i2v.transformer.device.type == "cuda"  # the Wan pipeline inside the native-audio wrapper
     spec = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile="tiny", positive_prompt="a cat",
                    width=1280, height=720, resolution_class="720p", duration=6, fps=16, num_frames=96,
                    image_key="img", seeds=[1, 2], number_results=2, cost=0.0)
@@ -43,6 +43,9 @@ def test_tiny_on_cuda(tmp_path: Path) -> None:
     assert stats["device"].startswith("cuda")
     assert 0 < stats["allocated"] <= stats["reserved"] <= stats["device_used"] <= stats["device_total"]
     assert stats["peak_allocated"] >= stats["allocated"]
-    encode_video(first.videos[0], tmp_path / "gpu.mp4", fps=16, fmt="MP4", quality=95)
+    track = first.audio[0]  # the tiny LTX-2 audio stage, model-offloaded to CUDA
+    assert track is not None and track.samples.shape == (2, 6 * track.rate) and np.isfinite(track.samples).all()
+    encode_video(first.videos[0], tmp_path / "gpu.mp4", fps=16, fmt="MP4", quality=95, audio=track)
     info = probe_file(tmp_path / "gpu.mp4")
     assert (info.width, info.height, info.frames) == (1280, 720, 96)
+    assert (info.audio_codec, info.audio_rate) == ("aac", 48000)

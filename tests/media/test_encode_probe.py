@@ -101,6 +101,22 @@ def test_audio_fitted_to_video_length(tmp_path: Path) -> None:
     assert probe_file(long_).audio_duration == pytest.approx(2.0, abs=0.05)
 
 
+@pytest.mark.parametrize("fmt", ["MP4", "MOV"])
+@pytest.mark.parametrize("rate", [16000, 24000])
+def test_model_rates_resampled_to_48k(tmp_path: Path, fmt: str, rate: int) -> None:
+    """Model audio (16 kHz tiny LTX-2, 24 kHz LTX-2) leaves as 48 kHz AAC, the tone where it was."""
+    from wanflash.worker.child import decode_audio
+
+    out = tmp_path / f"m{SUFFIXES[fmt]}"
+    encode_video(_frames(32, 64, 64), out, fps=16, fmt=fmt, quality=70, audio=_sine(2.0, rate, 2))
+    info = probe_file(out)
+    assert (info.audio_codec, info.audio_rate) == ("aac", 48000)
+    assert 0 <= info.audio_duration - 2.0 <= 1024 / 48000  # within one AAC frame
+    decoded = decode_audio(str(out))
+    spectrum = np.abs(np.fft.rfft(decoded.samples[0, :48000]))
+    assert np.argmax(spectrum) == 440  # 1 s at 48 kHz: bin k is k Hz
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -19,7 +19,9 @@ from wanflash.jobs.model import JobSpec  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("wanflash-data"), profile="tiny", device="cpu")
+    # The bare Wan engine: the native-audio stage has its own tests (test_audio.py).
+    return Settings(data_dir=tmp_path_factory.mktemp("wanflash-data"), profile="tiny", device="cpu",
+                    audio_model="none")
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,17 @@ def test_real_profile_without_weights(tmp_path: Path, profile: str) -> None:
         create_pipeline(Settings(data_dir=tmp_path, profile=profile))
     with pytest.raises(WeightsNotFound, match="model_index.json"):
         create_pipeline(Settings(data_dir=tmp_path, profile=profile, weights_dir=tmp_path))
+
+
+def test_real_profile_without_audio_weights(tmp_path: Path) -> None:
+    video = tmp_path / "wan"
+    video.mkdir()
+    (video / "model_index.json").write_text("{}")  # enough for the video check; nothing is loaded
+    settings = Settings(data_dir=tmp_path, profile="wan2.2-ti2v-5b", weights_dir=video)
+    with pytest.raises(WeightsNotFound, match="WANFLASH_AUDIO_WEIGHTS_DIR is not set"):
+        create_pipeline(settings)
+    with pytest.raises(WeightsNotFound, match="model_index.json missing"):
+        create_pipeline(settings.model_copy(update={"audio_weights_dir": tmp_path}))
+    from wanflash.pipelines.wan import WanVideoPipeline
+
+    assert isinstance(create_pipeline(settings.model_copy(update={"audio_model": "none"})), WanVideoPipeline)

@@ -128,7 +128,7 @@ class TaskRouter:
                                task_type=task_type, task_uuid=tu)
 
     async def _video_inference(self, raw: dict[str, Any], base_url: str, key_hash: str | None = None) -> Reply:
-        task = parse_video_task(raw)
+        task = parse_video_task(raw, native_audio=self.settings.audio_model != "none")
         tu = task.taskUUID
         for name in ("webhookURL", "uploadEndpoint"):
             url = getattr(task, name)

@@ -91,8 +91,12 @@ def _pydantic_errors(exc: ValidationError, task_uuid: str | None) -> list[Runwar
     return errors
 
 
-def parse_video_task(raw: Mapping[str, Any]) -> VideoInferenceTask:
-    """Check one wire task against every rule of the model page. Raises :class:`InvalidRequest`."""
+def parse_video_task(raw: Mapping[str, Any], *, native_audio: bool = True) -> VideoInferenceTask:
+    """Check one wire task against every rule of the model page. Raises :class:`InvalidRequest`.
+
+    ``native_audio`` is false when the server has no audio model (``WANFLASH_AUDIO_MODEL=none``):
+    a task that would need generated sound is then refused rather than billed for sound it lacks.
+    """
     task_uuid = raw.get("taskUUID") if isinstance(raw.get("taskUUID"), str) else None
     try:
         task = VideoInferenceTask.model_validate(dict(raw))
@@ -149,6 +153,12 @@ def parse_video_task(raw: Mapping[str, Any]) -> VideoInferenceTask:
                            "inputs.audio cannot be used with providerSettings.alibaba.audio=false: the supplied "
                            "track is the output's soundtrack. Omit providerSettings.alibaba.audio or set it true.",
                            "providerSettings.alibaba.audio", tu))
+
+    has_track = bool(task.inputs and task.inputs.audio)
+    if not native_audio and not has_track and not (alibaba and alibaba.audio is False):
+        errors.append(_err("unsupportedAudio",
+                           "This server has no audio model: set providerSettings.alibaba.audio to false, or "
+                           "supply the soundtrack in inputs.audio.", "providerSettings.alibaba.audio", tu))
 
     if task.safety and task.safety.checkContent is False and task.safety.mode in ("fast", "full"):
         errors.append(_err("conflictSafety", "safety.mode requires safety.checkContent to be true (or omitted).",
@@ -261,11 +271,12 @@ def plan_job(
 Resolver = Callable[[VideoInferenceTask], ResolvedInputs]
 
 
-def validate_video_task(raw: Mapping[str, Any], *, profile: Profile, resolve: Resolver | None = None) -> JobSpec:
+def validate_video_task(raw: Mapping[str, Any], *, profile: Profile, resolve: Resolver | None = None,
+                        native_audio: bool = True) -> JobSpec:
     """The whole edge check: parse, resolve inputs (if a resolver is given), plan.
 
     Raises :class:`InvalidRequest` with Runware-shaped errors naming each bad parameter.
     """
-    task = parse_video_task(raw)
+    task = parse_video_task(raw, native_audio=native_audio)
     inputs = resolve(task) if resolve is not None else ResolvedInputs()
     return plan_job(task, profile=profile, inputs=inputs)

@@ -8,7 +8,9 @@ Guarantees:
 * The frame rate is exact: frame ``i`` has pts ``i`` in a ``1/fps`` time base, so ``F`` frames
   last exactly ``F / fps`` seconds.
 * The audio track, when given, is fitted to the video's duration (cut, or padded with silence)
-  and encoded as AAC (MP4, MOV) or Opus (WEBM, always 48 kHz, the only rate Opus favours).
+  and encoded as AAC (MP4, MOV) or Opus (WEBM) at 44.1 or 48 kHz: AAC keeps a 44.1 or 48 kHz
+  track's rate, everything else (Opus always, it favours 48 kHz; model output at 16 or 24 kHz) is
+  resampled to 48 kHz by the codec context's resampler.
 * The file appears whole or not at all: it is written next to ``path`` under a temporary name
   and renamed over ``path`` only after the muxer closed it cleanly.
 
@@ -54,6 +56,7 @@ _SPECS: dict[str, tuple[str, str, str, int, int]] = {
     "WEBM": ("webm", "libvpx-vp9", "libopus", 52, 15),
 }
 SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
+AAC_RATES = (44100, 48000)  # kept as they are; any other rate is resampled to 48 kHz
 MIME_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
 
 
@@ -162,7 +165,7 @@ def _add_audio_stream(out: av.container.OutputContainer, codec: str, audio: Audi
         raise ValueError(f"audio samples must be (channels, samples) with 1 or 2 channels, got {samples.shape}")
     if audio.rate <= 0:
         raise ValueError(f"audio rate must be positive, got {audio.rate}")
-    rate = 48000 if codec == "libopus" else int(audio.rate)
+    rate = int(audio.rate) if codec == "aac" and audio.rate in AAC_RATES else 48000
     layout = "mono" if samples.shape[0] == 1 else "stereo"
     stream = out.add_stream(codec, rate=rate, layout=layout)
     stream.bit_rate = 128_000 if layout == "stereo" else 96_000

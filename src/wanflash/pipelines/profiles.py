@@ -23,10 +23,15 @@ class Profile:
 
     def generation_size(self, width: int, height: int) -> tuple[int, int]:
         """Nearest on-grid size with the request's aspect ratio and at most ``max_area`` pixels."""
-        scale = min(1.0, (self.max_area / float(width * height)) ** 0.5)
-        gw = max(self.grid, int(round(width * scale / self.grid)) * self.grid)
-        gh = max(self.grid, int(round(height * scale / self.grid)) * self.grid)
-        return gw, gh
+        return grid_size(width, height, grid=self.grid, max_area=self.max_area)
+
+
+def grid_size(width: int, height: int, *, grid: int, max_area: int) -> tuple[int, int]:
+    """Nearest size on a ``grid`` with the aspect ratio of ``width x height``, at most ``max_area`` pixels."""
+    scale = min(1.0, (max_area / float(width * height)) ** 0.5)
+    gw = max(grid, int(round(width * scale / grid)) * grid)
+    gh = max(grid, int(round(height * scale / grid)) * grid)
+    return gw, gh
 
 
 PROFILES: dict[str, Profile] = {

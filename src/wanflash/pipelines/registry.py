@@ -1,7 +1,9 @@
 """Settings -> the ``VideoPipeline`` to run (not yet loaded).
 
 ``tiny`` builds (once) and loads the embedded random model under ``data_dir/models``; the real
-profiles load diffusers-format weights from ``WANFLASH_WEIGHTS_DIR`` and never download.
+profiles load diffusers-format weights from ``WANFLASH_WEIGHTS_DIR`` and never download. Unless
+``audio_model`` is ``none`` the video pipeline is wrapped with the native-audio stage
+(:mod:`wanflash.pipelines.audio`): the tiny LTX-2 for ``tiny``, ``WANFLASH_AUDIO_WEIGHTS_DIR`` otherwise.
 Importing this module does not import torch; :func:`create_pipeline` does.
 """
 
@@ -69,4 +71,27 @@ def create_pipeline(settings: Settings, *, progress: bool | None = None) -> Vide
         lora_dir = Path(settings.lora_dir)
     from wanflash.pipelines.wan import WanVideoPipeline
 
-    return WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)
+    video = WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)
+    if settings.audio_model == "none":
+        return video
+    from wanflash.pipelines.audio import RECIPES, AudioVideoPipeline, LTX2AudioStage
+
+    recipe = RECIPES["tiny" if settings.profile == "tiny" else "ltx2"]
+    return AudioVideoPipeline(video, LTX2AudioStage(settings, audio_weights_root(settings, progress=progress), recipe))
+
+
+def audio_weights_root(settings: Settings, *, progress: bool | None = None) -> Path:
+    """Where the LTX-2 audio weights are, checked; builds the tiny audio model on first use."""
+    if settings.profile == "tiny":
+        from wanflash.pipelines.tiny_audio import ensure_tiny_audio_model
+
+        return ensure_tiny_audio_model(settings.data_dir, progress=progress)
+    root = settings.audio_weights_dir
+    if root is None or not (Path(root) / "model_index.json").is_file():
+        where = "is not set" if root is None else f"={root} holds no diffusers pipeline (model_index.json missing)"
+        raise WeightsNotFound(
+            f"native audio needs local LTX-2 weights: WANFLASH_AUDIO_WEIGHTS_DIR {where}; download the "
+            f"diffusers-format Lightricks/LTX-2 there, or set WANFLASH_AUDIO_MODEL=none to serve without "
+            f"generated audio (requests then need providerSettings.alibaba.audio=false or inputs.audio)"
+        )
+    return Path(root)

@@ -24,6 +24,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,9 +102,9 @@ def build_tiny_pipelines():
     return i2v, t2v
 
 
-def _is_current(root: Path) -> bool:
+def _is_current(root: Path, version: int = TINY_VERSION) -> bool:
     try:
-        return json.loads((root / MARKER).read_text()).get("version") == TINY_VERSION
+        return json.loads((root / MARKER).read_text()).get("version") == version
     except (OSError, ValueError):
         return False
 
@@ -116,46 +118,59 @@ def is_built(data_dir: Path) -> bool:
     return _is_current(tiny_model_dir(data_dir))
 
 
-def ensure_tiny_model(data_dir: Path, *, progress: bool | None = None) -> Path:
-    """The tiny model's directory under ``data_dir/models``, built first if missing or stale.
+def build_once(data_dir: Path, name: str, version: int, steps: Sequence[Callable[[Path], None]], *,
+               desc: str, progress: bool | None = None) -> Path:
+    """``data_dir/models/<name>``, made by running ``steps`` on a temporary directory first if missing
+    or of another ``version``.
 
-    ``progress``: show a progress bar on stderr while building (``None``: only on a terminal).
+    The temporary directory is renamed into place only when every step has returned, so a crash never
+    leaves a half model behind, and two processes building at once both end up with a whole one.
+    ``progress``: one bar on stderr over the steps (``None``: only on a terminal).
     """
     from diffusers.utils import logging as diffusers_logging
     from tqdm import tqdm
     from transformers.utils import logging as transformers_logging
 
-    root = tiny_model_dir(data_dir)
-    models = root.parent
-    if _is_current(root):
+    models = Path(data_dir) / "models"
+    root = models / name
+    if _is_current(root, version):
         return root
     models.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-wan.", dir=models))
-    bar = tqdm(total=3, desc="building the tiny model", unit="part",
-               disable=None if progress is None else not progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
+    bar = tqdm(total=len(steps), desc=desc, unit="part", disable=None if progress is None else not progress)
     diffusers_logging.disable_progress_bar()  # one bar for the build, not one per saved shard
     transformers_logging.disable_progress_bar()
     try:
-        i2v, t2v = build_tiny_pipelines()
-        bar.update()
-        i2v.save_pretrained(tmp)
-        bar.update()
-        t2v.save_pretrained(tmp / "t2v")
-        bar.update()
-        (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": SEED,
+        for step in steps:
+            step(tmp)
+            bar.update()
+        (tmp / MARKER).write_text(json.dumps({"version": version, "seed": SEED,
                                               "note": "random weights: output is noise"}))
         if root.exists():
             # Stale recipe: move it aside first so the rename below is atomic.
-            old = Path(tempfile.mkdtemp(prefix=".tiny-wan.old.", dir=models))
-            os.replace(root, old / "tiny-wan")
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=models))
+            os.replace(root, old / name)
             shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, root)
         except OSError:
             # Another process finished first; theirs is as good as ours.
-            if not _is_current(root):
+            if not _is_current(root, version):
                 raise
     finally:
         bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def ensure_tiny_model(data_dir: Path, *, progress: bool | None = None) -> Path:
+    """The tiny model's directory under ``data_dir/models``, built first if missing or stale.
+
+    ``progress``: show a progress bar on stderr while building (``None``: only on a terminal).
+    """
+    built: list[Any] = []
+    return build_once(data_dir, "tiny-wan", TINY_VERSION, [
+        lambda tmp: built.extend(build_tiny_pipelines()),
+        lambda tmp: built[0].save_pretrained(tmp),
+        lambda tmp: built[1].save_pretrained(tmp / "t2v"),
+    ], desc="building the tiny model", progress=progress)

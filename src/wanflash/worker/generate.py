@@ -112,7 +112,7 @@ def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
     err = sys.stderr
     task = build_task(args)
     try:
-        parsed = parse_video_task(task)
+        parsed = parse_video_task(task, native_audio=settings.audio_model != "none")
     except InvalidRequest as exc:
         for e in exc.errors:
             print(f"error: {e.parameter or '-'}: {e.message} ({e.code})", file=err)

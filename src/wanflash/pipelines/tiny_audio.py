@@ -1,0 +1,100 @@
+"""The embedded tiny audio model: a random-weight LTX-2 (diffusers ``LTX2ConditionPipeline``) built offline.
+
+Its sound is noise. It exists so the native-audio path (video-to-audio with the video held clean,
+audio VAE, vocoder, resampling, muxing) runs on any CPU in about a second, through exactly the
+same ``from_pretrained`` and pipeline call as real LTX-2 weights. Every part is the class the real
+checkpoint uses, shrunk: the Gemma-3 text encoder (2 layers, hidden size 32) with the tiny Wan
+model's local WordLevel tokenizer (no hub), the joint audio/video transformer (2 layers), the
+video VAE (4x spatial and temporal compression, where the real one has 32x and 8x), the audio
+VAE (16 kHz mel, hop 160) and a vocoder whose upsampling equals the hop (16 kHz out; real LTX-2
+vocodes at 24 kHz).
+
+:func:`ensure_tiny_audio_model` builds it once, seeded, under ``data_dir/models/tiny-ltx2``
+(atomically, like :func:`wanflash.pipelines.tiny.ensure_tiny_model`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from wanflash.pipelines.tiny import SEED, _tokenizer, build_once  # noqa: E402
+
+# Bump when the recipe changes: an existing tiny audio model with another version is rebuilt.
+TINY_AUDIO_VERSION = 1
+SAMPLE_RATE = 16000
+HOP = 160
+
+
+def build_tiny_audio_pipeline():
+    """A fresh tiny ``LTX2ConditionPipeline`` with random weights."""
+    import torch
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2ConditionPipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    torch.manual_seed(SEED)
+    tokenizer = _tokenizer()
+    vocab = len(tokenizer)
+    # Gemma-3 is multimodal; the three image-marker ids sit at the end of the (tiny) vocabulary.
+    text_encoder = Gemma3ForConditionalGeneration(Gemma3Config(
+        text_config=dict(vocab_size=vocab + 3, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                         sliding_window=16, pad_token_id=0, eos_token_id=1, bos_token_id=1),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        mm_tokens_per_image=4, image_token_index=vocab, boi_token_index=vocab + 1, eoi_token_index=vocab + 2,
+    )).eval()
+    text = text_encoder.config.text_config
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, vae_scale_factors=(4, 4, 4), audio_in_channels=4, audio_out_channels=4,
+        audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
+        qk_norm="rms_norm_across_heads", caption_channels=text.hidden_size, rope_double_precision=False,
+        rope_type="split", audio_sampling_rate=SAMPLE_RATE, audio_hop_length=HOP,
+    ).eval()
+    connectors = LTX2TextConnectors(
+        caption_channels=text.hidden_size, text_proj_in_factor=text.num_hidden_layers + 1,
+        video_connector_num_attention_heads=4, video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split",
+    ).eval()
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+        layers_per_block=(1, 1), decoder_layers_per_block=(1, 1, 1), spatio_temporal_scaling=(True, True),
+        decoder_spatio_temporal_scaling=(True, True), decoder_inject_noise=(False, False, False),
+        downsample_type=("spatiotemporal", "spatiotemporal"), upsample_residual=(False, False),
+        upsample_factor=(1, 1), timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    ).eval()
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
+        resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
+        mid_block_add_attention=False, sample_rate=SAMPLE_RATE, mel_hop_length=HOP, is_causal=True, mel_bins=8,
+    ).eval()
+    vocoder = LTX2Vocoder(
+        in_channels=audio_vae.config.output_channels * audio_vae.config.mel_bins, hidden_channels=32,
+        out_channels=2, upsample_kernel_sizes=[20, 32], upsample_factors=[10, 16], resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1, output_sampling_rate=SAMPLE_RATE,
+    ).eval()
+    return LTX2ConditionPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
+    )
+
+
+def ensure_tiny_audio_model(data_dir: Path, *, progress: bool | None = None) -> Path:
+    """The tiny audio model's directory under ``data_dir/models``, built first if missing or stale."""
+    return build_once(data_dir, "tiny-ltx2", TINY_AUDIO_VERSION,
+                      [lambda tmp: build_tiny_audio_pipeline().save_pretrained(tmp)],
+                      desc="building the tiny audio model", progress=progress)
