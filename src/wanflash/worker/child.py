@@ -43,7 +43,9 @@ from wanflash.worker.protocol import (
 if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.pipelines.base import AudioTrack, VideoPipeline
-    from wanflash.pipelines.prompt_extend import PromptExtender
+    from wanflash.pipelines.prompt_extend import ExtendResult, PromptExtender
+    from wanflash.pipelines.safety import ContentChecker
+    from wanflash.pipelines.shots import Shot
 
 log = logging.getLogger(__name__)
 
@@ -85,34 +87,57 @@ def decode_audio(path: str) -> "AudioTrack":
 
 
 def extend_prompt(spec: JobSpec, image: Any, extender: "PromptExtender | None",
-                  on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, dict[str, Any] | None]:
-    """Apply promptExtend: the spec to generate from, and what to report back (None when off)."""
+                  on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, "ExtendResult | None"]:
+    """Apply promptExtend: the spec to generate from, and what the extender did (None when off)."""
     if not spec.prompt_extend or extender is None:
         return spec, None
     ext = extender.extend(spec.positive_prompt, image=image, duration=spec.duration, shot_type=spec.shot_type)
-    info = ext.to_dict()
     if not ext.extended:
-        return spec, info
-    return spec.model_copy(update={"positive_prompt": ext.prompt}), info
+        return spec, ext
+    return spec.model_copy(update={"positive_prompt": ext.prompt}), ext
+
+
+def shot_plan(spec: JobSpec, ext: "ExtendResult | None") -> "list[Shot] | None":
+    """The multi-shot plan to render, or None for one continuous shot. ``multi`` without an
+    extender (direct callers) gets the deterministic plan the passthrough extender would give."""
+    if spec.shot_type != "multi":
+        return None
+    if ext is not None:
+        return ext.shots
+    from wanflash.pipelines.shots import ShotPlanError, fallback_shot_plan
+
+    try:
+        return fallback_shot_plan(spec.positive_prompt, spec.duration)
+    except ShotPlanError:
+        return None
 
 
 def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
-           extender: "PromptExtender | None" = None) -> Done:
+           extender: "PromptExtender | None" = None, checker: "ContentChecker | None" = None) -> Done:
     """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
     from PIL import Image
 
     from wanflash.media.encode import SUFFIXES, encode_video
+    from wanflash.pipelines.safety import SafetyRun
 
     spec = JobSpec.model_validate_json(job.spec_json)
     image = None
     if job.image_path:
         with Image.open(job.image_path) as im:
             image = im.convert("RGB")
-    spec, prompt_info = extend_prompt(spec, image, extender, on_step)
-    result = pipeline.generate(spec, on_step, image=image)
+    safety = SafetyRun.start(checker, spec, image)  # the input image is checked before any generation
+    spec, ext = extend_prompt(spec, image, extender, on_step)
+    shots = shot_plan(spec, ext)
+    if shots:
+        from wanflash.pipelines.multishot import render_shots
+
+        result = render_shots(pipeline, spec, shots, on_step, image=image)
+    else:
+        result = pipeline.generate(spec, on_step, image=image)
     if len(result.videos) != spec.number_results:
         raise JobFailed("inferenceError",
                         f"pipeline returned {len(result.videos)} videos, expected {spec.number_results}")
+    safety_info = safety.finish(result.videos, fps=spec.fps, on_step=on_step)  # raises when withheld
     input_track = decode_audio(job.audio_path) if job.audio_path and spec.audio else None
     on_step(0, len(result.videos), "encode")
     outputs: list[OutputFile] = []
@@ -128,16 +153,19 @@ def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, 
         outputs.append(OutputFile(index=i, path=str(path), seed=int(seed), fmt=spec.output_format))
         on_step(i + 1, len(result.videos), "encode")
     info = dict(result.info)
-    if prompt_info is not None:
-        info["promptExtend"] = prompt_info
+    if ext is not None:
+        info["promptExtend"] = ext.to_dict()
+    if safety_info is not None:
+        info["safety"] = safety_info
     return Done(task_uuid=job.task_uuid, outputs=outputs, info=info)
 
 
 def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
-               extender: "PromptExtender | None" = None) -> Done | Failed | Cancelled:
+               extender: "PromptExtender | None" = None,
+               checker: "ContentChecker | None" = None) -> Done | Failed | Cancelled:
     """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
     try:
-        return render(pipeline, job, on_step, extender)
+        return render(pipeline, job, on_step, extender, checker)
     except JobCancelled:
         return Cancelled(job.task_uuid)
     except JobFailed as exc:
@@ -157,10 +185,12 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
     t0 = time.monotonic()
     try:
         from wanflash.pipelines.prompt_extend import create_extender
+        from wanflash.pipelines.safety import create_checker
 
         pipeline = resolve_factory(factory)(settings)
         pipeline.load()
         extender = create_extender(settings)
+        checker = create_checker(settings)
     except Exception as exc:
         log.exception("pipeline load failed")
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
@@ -194,4 +224,4 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
                 last_sent = now
                 conn.send(Progress(job.task_uuid, step, total, stage))
 
-        conn.send(run_safely(pipeline, job, on_step, extender))
+        conn.send(run_safely(pipeline, job, on_step, extender, checker))
