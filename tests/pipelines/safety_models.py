@@ -84,3 +84,20 @@ def build_clip_checker(root: Path, flag: Sequence[np.ndarray], ok: Sequence[np.n
     model.save_pretrained(root)
     processor.save_pretrained(root)
     return root
+
+
+def build_constant_classifier(root: Path, *, unsafe: bool) -> Path:
+    """A tiny ViT classifier whose verdict is fixed by its bias (for end-to-end plumbing tests)."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=37, num_labels=2, id2label={0: "normal", 1: "nsfw"},
+                       label2id={"normal": 0, "nsfw": 1})
+    model = ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias[:] = torch.tensor([0.0, 20.0 if unsafe else -20.0])
+    model.save_pretrained(root)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root)
+    return root
