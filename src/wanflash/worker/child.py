@@ -6,7 +6,11 @@
 its own audio track (``inputs.audio``) and the pipeline made none, that track is the soundtrack.
 With ``promptExtend`` the prompt is first rewritten by the configured extender (which never
 raises; without a backend the prompt passes through and the result says so); what was used is
-returned in ``Done.info["promptExtend"]`` and stored on the task.
+returned in ``Done.info["promptExtend"]`` and stored on the task. ``shotType: "multi"`` renders
+the extender's shot plan shot by shot (:mod:`wanflash.pipelines.multishot`). When the request
+asks for a content check (:mod:`wanflash.pipelines.safety`), the input image is checked before
+generation and the sampled frames before encoding; per-result flags go to ``Done.info["safety"]``,
+and withheld content fails the job before anything is encoded.
 
 :func:`child_main` is the entry point of the ``subprocess`` executor's spawned process: it
 builds the pipeline once from the factory, ``load()``s it, reports :class:`Ready` (or
