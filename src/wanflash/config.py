@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     prompt_extend_timeout_s: float = 30.0
     prompt_extend_device: str = "auto"  # 'local' backend: auto | cpu | cuda | cuda:N
 
+    # -- content safety (safety.checkContent / safety.mode): see wanflash.pipelines.safety and the
+    # README's "Content safety" section. "none": requests that ask for checking are refused.
+    safety_detector: Literal["none", "classifier", "clip", "nudenet"] = "none"
+    safety_model_dir: Path | None = Field(
+        default=None, description="local model directory for the 'classifier' and 'clip' detectors"
+    )
+    safety_labels: str = "nsfw,porn,hentai,sexy"  # 'classifier': labels that count as NSFW, comma-separated
+    safety_threshold: float = Field(default=0.5, gt=0.0, le=1.0)  # 'classifier' / 'nudenet' score to flag
+    safety_withhold: bool = True  # a flagged task fails with nsfwContentDetected; false: deliver, NSFWContent true
+    safety_device: str = "auto"  # auto | cpu | cuda | cuda:N
+
     # -- playground / ops
     playground: bool = False  # the web page at "/" (`make run` turns it on)
     log_json: bool = False  # one JSON object per log line, with taskUUID on lines about a task

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.api.limits import RateLimiter
 from wanflash.api.ssrf import validate_url
-from wanflash.api.validation import parse_video_task, plan_job
+from wanflash.api.validation import check_safety_supported, parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.observability.logs import task_context
@@ -130,6 +130,7 @@ class TaskRouter:
     async def _video_inference(self, raw: dict[str, Any], base_url: str, key_hash: str | None = None) -> Reply:
         task = parse_video_task(raw, native_audio=self.settings.audio_model != "none")
         tu = task.taskUUID
+        check_safety_supported(task, detector=self.settings.safety_detector)
         for name in ("webhookURL", "uploadEndpoint"):
             url = getattr(task, name)
             if url is not None:

@@ -228,12 +228,7 @@ def plan_job(
 
     audio_flag = alibaba.audio if alibaba and alibaba.audio is not None else True
     audio = audio_flag or has_audio_input
-    safety_mode = "none"
-    if task.safety:
-        if task.safety.mode is not None:
-            safety_mode = task.safety.mode
-        elif task.safety.checkContent:
-            safety_mode = "fast"
+    safety_mode = requested_safety_mode(task)
     return JobSpec(
         task_uuid=task.taskUUID,
         model=task.model,
@@ -266,6 +261,28 @@ def plan_job(
         safety_check=safety_mode != "none",
         safety_mode=safety_mode,  # type: ignore[arg-type]
     )
+
+
+def requested_safety_mode(task: VideoInferenceTask) -> str:
+    """``none``, ``fast`` or ``full``: an explicit ``safety.mode`` wins; ``checkContent: true``
+    without a mode means ``fast`` (the model page's default)."""
+    if task.safety is None:
+        return "none"
+    if task.safety.mode is not None:
+        return task.safety.mode
+    return "fast" if task.safety.checkContent else "none"
+
+
+def check_safety_supported(task: VideoInferenceTask, *, detector: str) -> None:
+    """Refuse a request that asks for content checking when no detector is configured: the
+    server must not accept a check it cannot perform (and must never report one it did not)."""
+    if detector == "none" and requested_safety_mode(task) != "none":
+        param = "safety.mode" if task.safety is not None and task.safety.mode is not None else "safety.checkContent"
+        raise InvalidRequest([_err(
+            "unsupportedSafetyCheck",
+            "Content checking was requested, but this server has no content detector configured "
+            "(WANFLASH_SAFETY_DETECTOR); send safety.checkContent false or ask the operator to enable one.",
+            param, task.taskUUID)])
 
 
 Resolver = Callable[[VideoInferenceTask], ResolvedInputs]

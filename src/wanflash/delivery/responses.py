@@ -30,6 +30,8 @@ ERROR_STATUS = {
     "taskFailedOrNotFound": 404,
     "timeout": 504,
     "modelNotReady": 503,
+    "nsfwContentDetected": 400,
+    "unsupportedSafetyCheck": 400,
 }
 
 SignUrl = Callable[[str, float], str]  # (storage key, expires_at) -> absolute URL
@@ -86,6 +88,8 @@ def poll_reply(record: TaskRecord, sign_url: SignUrl, *, default_ttl: int) -> Po
                 # and whether an extender rewrote it (false: no backend, or it failed).
                 out["extendedPrompt"] = pe.get("prompt")
                 out["promptExtended"] = bool(pe.get("extended"))
+            if "NSFWContent" in r:  # only when the request asked for a content check and it ran
+                out["NSFWContent"] = bool(r["NSFWContent"])
             items.append(out)
         return PollReply(data=items)
     code = record.error_code or ("taskCancelled" if record.state is TaskState.CANCELLED else "inferenceError")

@@ -55,21 +55,25 @@ def fit_video(frames: np.ndarray, width: int, height: int, *, chunk: int = 16) -
     return out
 
 
-def match_colors(segment: np.ndarray, reference: np.ndarray, *, eps: float = 1e-3) -> np.ndarray:
+def match_colors(segment: np.ndarray, reference: np.ndarray, *, eps: float = 1e-3,
+                 strength: float = 1.0) -> np.ndarray:
     """Shift a new segment's colours toward the frame it continues from.
 
     ``segment`` is (F, H, W, 3) float in [0, 1] whose first frame should equal ``reference``
     (H, W, 3). Chained image-to-video drifts in colour; the per-channel mean and standard
     deviation transfer that maps the segment's first frame onto ``reference`` is applied to
     the whole segment, so the seam is invisible and the drift does not compound. The gain is
-    clamped so a flat frame cannot blow up the segment.
+    clamped so a flat frame cannot blow up the segment. ``strength`` < 1 applies only that
+    fraction of the transfer (a hard cut to another view should move toward the grade of the
+    reference without being forced onto its exact colour statistics).
     """
     first = segment[0].reshape(-1, 3).astype(np.float64)
     ref = reference.reshape(-1, 3).astype(np.float64)
     mu_s, sd_s = first.mean(axis=0), first.std(axis=0)
     mu_r, sd_r = ref.mean(axis=0), ref.std(axis=0)
     gain = np.clip(sd_r / np.maximum(sd_s, eps), 0.5, 2.0)
-    out = (segment - mu_s) * gain + mu_r
+    gain = 1.0 + strength * (gain - 1.0)
+    out = (segment - mu_s) * gain + mu_s + strength * (mu_r - mu_s)
     return np.clip(out, 0.0, 1.0).astype(segment.dtype, copy=False)
 
 

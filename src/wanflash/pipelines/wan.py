@@ -207,6 +207,11 @@ class WanVideoPipeline:
             pipe.enable_model_cpu_offload(device=self.device)
             self._offloaded_for = pipe
 
+    @property
+    def text_to_video(self) -> bool:
+        """Whether a clip can start from text alone (multi-shot hard cuts use it when it can)."""
+        return self.t2v is not None
+
     # -- generation
 
     def generate(self, spec: JobSpec, on_step: OnStep = no_progress, *,

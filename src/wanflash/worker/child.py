@@ -6,7 +6,11 @@
 its own audio track (``inputs.audio``) and the pipeline made none, that track is the soundtrack.
 With ``promptExtend`` the prompt is first rewritten by the configured extender (which never
 raises; without a backend the prompt passes through and the result says so); what was used is
-returned in ``Done.info["promptExtend"]`` and stored on the task.
+returned in ``Done.info["promptExtend"]`` and stored on the task. ``shotType: "multi"`` renders
+the extender's shot plan shot by shot (:mod:`wanflash.pipelines.multishot`). When the request
+asks for a content check (:mod:`wanflash.pipelines.safety`), the input image is checked before
+generation and the sampled frames before encoding; per-result flags go to ``Done.info["safety"]``,
+and withheld content fails the job before anything is encoded.
 
 :func:`child_main` is the entry point of the ``subprocess`` executor's spawned process: it
 builds the pipeline once from the factory, ``load()``s it, reports :class:`Ready` (or
@@ -44,7 +48,9 @@ from wanflash.worker.protocol import (
 if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.pipelines.base import AudioTrack, GenerationResult, VideoPipeline
-    from wanflash.pipelines.prompt_extend import PromptExtender
+    from wanflash.pipelines.prompt_extend import ExtendResult, PromptExtender
+    from wanflash.pipelines.safety import ContentChecker, SafetyRun
+    from wanflash.pipelines.shots import Shot
 
 log = logging.getLogger(__name__)
 
@@ -86,47 +92,77 @@ def decode_audio(path: str) -> "AudioTrack":
 
 
 def extend_prompt(spec: JobSpec, image: Any, extender: "PromptExtender | None",
-                  on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, dict[str, Any] | None]:
-    """Apply promptExtend: the spec to generate from, and what to report back (None when off)."""
+                  on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, "ExtendResult | None"]:
+    """Apply promptExtend: the spec to generate from, and what the extender did (None when off)."""
     if not spec.prompt_extend or extender is None:
         return spec, None
     ext = extender.extend(spec.positive_prompt, image=image, duration=spec.duration, shot_type=spec.shot_type)
-    info = ext.to_dict()
     if not ext.extended:
-        return spec, info
-    return spec.model_copy(update={"positive_prompt": ext.prompt}), info
+        return spec, ext
+    return spec.model_copy(update={"positive_prompt": ext.prompt}), ext
 
 
-def prepare(job: RunJob, extender: "PromptExtender | None",
-            on_step: Callable[[int, int, str], None]) -> tuple[JobSpec, Any, dict[str, Any] | None]:
-    """The spec to generate from (prompt extended), the start image, and the promptExtend report."""
+def shot_plan(spec: JobSpec, ext: "ExtendResult | None") -> "list[Shot] | None":
+    """The multi-shot plan to render, or None for one continuous shot. ``multi`` without an
+    extender (direct callers) gets the deterministic plan the passthrough extender would give."""
+    if spec.shot_type != "multi":
+        return None
+    if ext is not None:
+        return ext.shots
+    from wanflash.pipelines.shots import ShotPlanError, fallback_shot_plan
+
+    try:
+        return fallback_shot_plan(spec.positive_prompt, spec.duration)
+    except ShotPlanError:
+        return None
+
+
+def prepare(job: RunJob, extender: "PromptExtender | None", on_step: Callable[[int, int, str], None],
+            checker: "ContentChecker | None" = None) -> tuple[JobSpec, Any, "ExtendResult | None", "SafetyRun"]:
+    """The spec to generate from (prompt extended), the start image, the promptExtend result, and the
+    safety run (the input image is checked here, before any generation; raises when withheld)."""
     from PIL import Image
+
+    from wanflash.pipelines.safety import SafetyRun
 
     spec = JobSpec.model_validate_json(job.spec_json)
     image = None
     if job.image_path:
         with Image.open(job.image_path) as im:
             image = im.convert("RGB")
-    spec, prompt_info = extend_prompt(spec, image, extender, on_step)
-    return spec, image, prompt_info
+    safety = SafetyRun.start(checker, spec, image)
+    spec, ext = extend_prompt(spec, image, extender, on_step)
+    return spec, image, ext, safety
+
+
+def generate(pipeline: "VideoPipeline", spec: JobSpec, shots: "list[Shot] | None",
+             on_step: Callable[[int, int, str], None], *, image: Any) -> "GenerationResult":
+    """One continuous shot, or the multi-shot plan rendered shot by shot."""
+    if shots:
+        from wanflash.pipelines.multishot import render_shots
+
+        return render_shots(pipeline, spec, shots, on_step, image=image)
+    return pipeline.generate(spec, on_step, image=image)
 
 
 def render(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
-           extender: "PromptExtender | None" = None) -> Done:
+           extender: "PromptExtender | None" = None, checker: "ContentChecker | None" = None) -> Done:
     """Generate and encode one job. Raises JobCancelled (from ``on_step``) or JobFailed."""
-    spec, image, prompt_info = prepare(job, extender, on_step)
-    result = pipeline.generate(spec, on_step, image=image)
-    return with_memory_stats(encode_result(job, spec, result, prompt_info, on_step), pipeline)
+    spec, image, ext, safety = prepare(job, extender, on_step, checker)
+    result = generate(pipeline, spec, shot_plan(spec, ext), on_step, image=image)
+    return with_memory_stats(encode_result(job, spec, result, ext, safety, on_step), pipeline)
 
 
-def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", prompt_info: dict[str, Any] | None,
-                  on_step: Callable[[int, int, str], None]) -> Done:
-    """Encode every video of ``result`` into ``job.out_dir`` (with its soundtrack) and describe them."""
+def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", ext: "ExtendResult | None",
+                  safety: "SafetyRun", on_step: Callable[[int, int, str], None]) -> Done:
+    """Check (safety) and encode every video of ``result`` into ``job.out_dir`` (with its soundtrack)
+    and describe them."""
     from wanflash.media.encode import SUFFIXES, encode_video
 
     if len(result.videos) != spec.number_results:
         raise JobFailed("inferenceError",
                         f"pipeline returned {len(result.videos)} videos, expected {spec.number_results}")
+    safety_info = safety.finish(result.videos, fps=spec.fps, on_step=on_step)  # raises when withheld
     input_track = decode_audio(job.audio_path) if job.audio_path and spec.audio else None
     on_step(0, len(result.videos), "encode")
     outputs: list[OutputFile] = []
@@ -142,8 +178,10 @@ def encode_result(job: RunJob, spec: JobSpec, result: "GenerationResult", prompt
         outputs.append(OutputFile(index=i, path=str(path), seed=int(seed), fmt=spec.output_format))
         on_step(i + 1, len(result.videos), "encode")
     info = dict(result.info)
-    if prompt_info is not None:
-        info["promptExtend"] = prompt_info
+    if ext is not None:
+        info["promptExtend"] = ext.to_dict()
+    if safety_info is not None:
+        info["safety"] = safety_info
     return Done(task_uuid=job.task_uuid, outputs=outputs, info=info)
 
 
@@ -157,9 +195,10 @@ def with_memory_stats(done: Done, pipeline: Any) -> Done:
 
 
 def run_safely(pipeline: "VideoPipeline", job: RunJob, on_step: Callable[[int, int, str], None],
-               extender: "PromptExtender | None" = None) -> Done | Failed | Cancelled:
+               extender: "PromptExtender | None" = None,
+               checker: "ContentChecker | None" = None) -> Done | Failed | Cancelled:
     """:func:`render` with every outcome turned into a message (what crosses the pipe)."""
-    return guarded(job, lambda: render(pipeline, job, on_step, extender))
+    return guarded(job, lambda: render(pipeline, job, on_step, extender, checker))
 
 
 def guarded(job: RunJob, work: Callable[[], Done]) -> Done | Failed | Cancelled:
@@ -185,10 +224,12 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
     t0 = time.monotonic()
     try:
         from wanflash.pipelines.prompt_extend import create_extender
+        from wanflash.pipelines.safety import create_checker
 
         pipeline = resolve_factory(factory)(settings)
         pipeline.load()
         extender = create_extender(settings)
+        checker = create_checker(settings)
     except Exception as exc:
         log.exception("pipeline load failed")
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
@@ -225,4 +266,4 @@ def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Sett
                 conn.send(Progress(job.task_uuid, step, total, stage))
 
         with task_context(job.task_uuid):
-            conn.send(run_safely(pipeline, job, on_step, extender))
+            conn.send(run_safely(pipeline, job, on_step, extender, checker))

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.fake import FakePipeline
     from wanflash.pipelines.prompt_extend import PromptExtender
+    from wanflash.pipelines.safety import ContentChecker
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class InProcessExecutor:
         self._factory = factory
         self._pipeline: VideoPipeline | None = None
         self._extender: PromptExtender | None = None
+        self._checker: ContentChecker | None = None
         self._loading: asyncio.Task[None] | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._error: str | None = None
@@ -119,10 +121,12 @@ class InProcessExecutor:
 
         try:
             from wanflash.pipelines.prompt_extend import create_extender
+            from wanflash.pipelines.safety import create_checker
 
             t0 = time.monotonic()
             self._pipeline = await asyncio.to_thread(load)
             self._extender = create_extender(self._settings)
+            self._checker = create_checker(self._settings)
             if self.on_loaded is not None:
                 self.on_loaded(time.monotonic() - t0)
         except Exception as exc:
@@ -149,7 +153,8 @@ class InProcessExecutor:
             loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
 
         try:
-            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step, self._extender))
+            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step, self._extender,
+                                                    self._checker))
         except asyncio.CancelledError:
             flag.set()  # a thread cannot be killed: make it stop at its next step
             raise

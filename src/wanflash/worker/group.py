@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled
-from wanflash.worker.child import encode_result, guarded, prepare, resolve_factory, with_memory_stats
+from wanflash.worker.child import encode_result, generate, guarded, prepare, resolve_factory, shot_plan, with_memory_stats
 from wanflash.worker.executor import DEFAULT_FACTORY, OnProgress, _outcome
 from wanflash.worker.protocol import Done, Progress, RunJob
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.parallel import GroupComm
     from wanflash.pipelines.prompt_extend import PromptExtender
+    from wanflash.pipelines.safety import ContentChecker
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,13 @@ def default_source(settings: "Settings") -> "JobSource":
 
 @dataclass(frozen=True)
 class GroupJob:
-    """What the leader broadcasts: the spec to generate (prompt already extended) and the image."""
+    """What the leader broadcasts: the spec to generate (prompt already extended), the image and the
+    multi-shot plan (None for one continuous shot)."""
 
     task_uuid: str
     spec_json: str
     image: Any  # PIL.Image.Image | None
+    shots: Any = None  # list[wanflash.pipelines.shots.Shot] | None
 
 
 # ------------------------------------------------------------------ rank processes (torch side)
@@ -92,10 +95,12 @@ class LeaderExecutor:
     name = "group"
     state = "ready"  # the pipeline is loaded before the supervisor starts
 
-    def __init__(self, comm: "GroupComm", pipeline: "VideoPipeline", extender: "PromptExtender | None") -> None:
+    def __init__(self, comm: "GroupComm", pipeline: "VideoPipeline", extender: "PromptExtender | None",
+                 checker: "ContentChecker | None" = None) -> None:
         self.comm = comm
         self.pipeline = pipeline
         self.extender = extender
+        self.checker = checker
         self._cancel = threading.Event()
         self._current: str | None = None
 
@@ -119,15 +124,16 @@ class LeaderExecutor:
             progress(step, total, stage)
 
         def work() -> Done:
-            spec, image, prompt_info = prepare(job, self.extender, progress)
-            self._collective(self.comm.broadcast, GroupJob(job.task_uuid, spec.model_dump_json(), image))
+            spec, image, ext, safety = prepare(job, self.extender, progress, self.checker)
+            shots = shot_plan(spec, ext)
+            self._collective(self.comm.broadcast, GroupJob(job.task_uuid, spec.model_dump_json(), image, shots))
             try:
-                result = self.pipeline.generate(spec, denoise_step, image=image)
+                result = generate(self.pipeline, spec, shots, denoise_step, image=image)
             finally:
                 # Every rank meets here whatever happened. If this collective fails, the error above
                 # came from a dead rank (not from the job), so the task must not be failed for it.
                 self._collective(self.comm.agree, False)
-            return with_memory_stats(encode_result(job, spec, result, prompt_info, progress), self.pipeline)
+            return with_memory_stats(encode_result(job, spec, result, ext, safety, progress), self.pipeline)
 
         try:
             return _outcome(await asyncio.to_thread(guarded, job, work))
@@ -160,11 +166,12 @@ class LeaderExecutor:
 
 async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipeline", source: str) -> None:
     from wanflash.pipelines.prompt_extend import create_extender
+    from wanflash.pipelines.safety import create_checker
     from wanflash.storage import create_store
     from wanflash.worker.supervisor import Supervisor
 
     store = resolve_factory(source)(settings)  # type: ignore[arg-type]
-    executor = LeaderExecutor(comm, pipeline, create_extender(settings))
+    executor = LeaderExecutor(comm, pipeline, create_extender(settings), create_checker(settings))
     supervisor = Supervisor(settings, store, create_store(settings), executor,  # type: ignore[arg-type]
                             release_orphans=False)
     supervisor.start()
@@ -184,7 +191,7 @@ def _follow(comm: "GroupComm", pipeline: "VideoPipeline") -> None:
                 raise JobCancelled(tu)
 
         try:
-            pipeline.generate(JobSpec.model_validate_json(msg.spec_json), step, image=msg.image)
+            generate(pipeline, JobSpec.model_validate_json(msg.spec_json), msg.shots, step, image=msg.image)
         except JobCancelled:
             log.info("task %s cancelled on every rank", msg.task_uuid)
         except Exception:

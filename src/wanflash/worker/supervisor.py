@@ -317,4 +317,7 @@ class Supervisor:
             })
             if "promptExtend" in done.info:
                 results[-1]["promptExtend"] = done.info["promptExtend"]
+            safety = done.info.get("safety")
+            if isinstance(safety, dict) and out.index < len(safety.get("results", [])):
+                results[-1]["NSFWContent"] = bool(safety["results"][out.index]["NSFWContent"])
         return results
