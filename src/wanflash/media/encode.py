@@ -54,6 +54,12 @@ _SPECS: dict[str, tuple[str, str, str, int, int]] = {
     "WEBM": ("webm", "libvpx-vp9", "libopus", 52, 15),
 }
 SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
+# Encoder speed settings (see the module docstring for why; bench/encode.py --sweep measures them).
+# Threads are left to the encoders (x264: 1.5 x cores; libvpx: cores), which use every core.
+X264_OPTIONS = {"preset": "veryfast", "profile": "high"}
+# CRF mode in libvpx needs the target bitrate set to 0.
+VP9_OPTIONS = {"b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
+               "lag-in-frames": "0"}
 MIME_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
 
 
@@ -139,19 +145,7 @@ def _add_video_stream(out: av.container.OutputContainer, codec: str, width: int,
     cc.color_trc = 1
     cc.colorspace = 1
     cc.color_range = 1  # limited ("tv") range, what players assume
-    if codec == "libx264":
-        stream.options = {"crf": str(crf), "preset": "veryfast", "profile": "high"}
-    else:
-        # CRF mode in libvpx needs the target bitrate set to 0.
-        stream.options = {
-            "crf": str(crf),
-            "b": "0",
-            "deadline": "realtime",
-            "cpu-used": "8",
-            "row-mt": "1",
-            "tile-columns": "2",
-            "lag-in-frames": "0",
-        }
+    stream.options = {"crf": str(crf), **(X264_OPTIONS if codec == "libx264" else VP9_OPTIONS)}
     stream.thread_type = "AUTO"
     return stream
 
