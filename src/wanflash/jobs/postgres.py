@@ -57,6 +57,7 @@ from wanflash.jobs.source import (
     Claim,
     DuplicateTask,
     InFlightExceeded,
+    InsertRequest,
     Listener,
     Listeners,
     OutboxMessage,
@@ -357,6 +358,19 @@ class PostgresJobSource:
         """Persist a queued task and defer its token in one transaction. Raises :class:`DuplicateTask`,
         :class:`InFlightExceeded` (the per-key count is serialised by an advisory lock on the key)."""
         self._call(self._insert, spec, time.time() if now is None else now, key_hash, max_in_flight, priority)
+
+    def insert_many(self, requests: list[InsertRequest], *, now: float | None = None
+                    ) -> list[DuplicateTask | InFlightExceeded | None]:
+        """One transaction per request: PostgreSQL commits concurrently, so batching buys little here."""
+        t = time.time() if now is None else now
+        out: list[DuplicateTask | InFlightExceeded | None] = []
+        for r in requests:
+            try:
+                self._call(self._insert, r.spec, t, r.key_hash, r.max_in_flight, r.priority)
+                out.append(None)
+            except (DuplicateTask, InFlightExceeded) as exc:
+                out.append(exc)
+        return out
 
     async def _insert(self, spec: JobSpec, t: float, key_hash: str | None, max_in_flight: int | None,
                       priority: int) -> None:

@@ -4,6 +4,10 @@ Every call runs the (short, fsyncing) SQLite statement in a worker thread so the
 keeps serving WebSocket pings while the disk syncs. ``submit`` wakes the supervisor so a new
 task starts without waiting for its poll interval, and turns a reused taskUUID into the
 ``conflictTaskUUID`` error the SDKs' retry logic understands (protocol §2.3).
+
+Submits are group-committed: while one batch is being written (one SQLite transaction, one
+fsync), new submits queue up and go together in the next, so a burst of N clients costs a few
+fsyncs, not N serialized ones. Each submit still returns only once its row is durable.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.jobs.model import JobSpec
-from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, TaskRecord, Upload
+from wanflash.jobs.source import DuplicateTask, InFlightExceeded, InsertRequest, JobSource, TaskRecord, Upload
 
 TASK_TYPE = "videoInference"
 
@@ -21,12 +25,21 @@ class JobService:
     def __init__(self, store: JobSource, wake: asyncio.Event | None = None) -> None:
         self.store = store
         self.wake = wake or asyncio.Event()
+        self._pending: list[tuple[InsertRequest, asyncio.Future[Exception | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def submit(self, spec: JobSpec, *, key_hash: str | None = None, max_in_flight: int | None = None) -> None:
         """Persist a queued task (durable when this returns). Raises InvalidRequest on a reused id,
         ServiceOverloaded (429) when the key already has ``max_in_flight`` tasks queued or running."""
+        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((InsertRequest(spec, key_hash, max_in_flight), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="wanflash-submit-writer")
+        # shield: a client that goes away must not cancel the write other submits share.
+        exc = await asyncio.shield(done)
         try:
-            await asyncio.to_thread(self.store.insert, spec, key_hash=key_hash, max_in_flight=max_in_flight)
+            if exc is not None:
+                raise exc
         except InFlightExceeded as exc:
             raise ServiceOverloaded(
                 f"This API key already has {exc.in_flight} tasks queued or running (limit {max_in_flight}); "
@@ -37,6 +50,21 @@ class JobService:
                 parameter="taskUUID", task_type=TASK_TYPE, task_uuid=spec.task_uuid,
             )]) from None
         self.wake.set()
+
+    async def _write_batches(self) -> None:
+        """Write everything queued, one transaction per round, until nothing is left."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await asyncio.to_thread(self.store.insert_many, [r for r, _ in batch])
+            except Exception as exc:  # I/O error: the whole batch was rolled back; each submit fails
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(res)
 
     async def in_flight(self, key_hash: str) -> int:
         return await asyncio.to_thread(self.store.in_flight, key_hash)

@@ -57,6 +57,16 @@ class InFlightExceeded(Exception):
 
 
 @dataclass(frozen=True)
+class InsertRequest:
+    """One submission for :meth:`JobSource.insert_many`."""
+
+    spec: JobSpec
+    key_hash: str | None = None
+    max_in_flight: int | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
 class Claim:
     """A lease on one task: ``attempt`` fences every later write."""
 
@@ -149,6 +159,11 @@ class JobSource(Protocol):
     # -- API side
     def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
                max_in_flight: int | None = None, priority: int = 0) -> None: ...
+
+    def insert_many(self, requests: list[InsertRequest], *, now: float | None = None
+                    ) -> list[DuplicateTask | InFlightExceeded | None]:
+        """Each request with :meth:`insert`'s checks; the refusal it met, or None when inserted."""
+        ...
 
     def in_flight(self, key_hash: str) -> int: ...
 

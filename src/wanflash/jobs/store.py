@@ -27,6 +27,12 @@ live there and are re-exported here.
   ``webhook-id`` (stable across retries and restarts) and the exact body bytes; a delivery
   loop (:mod:`wanflash.delivery.outbox`) leases rows and records every attempt.
 
+* **Concurrency**: writes go through one connection under a lock, each transaction ending in an
+  fsync; :meth:`TaskStore.insert_many` commits many submissions in ONE transaction (group commit:
+  one fsync for a burst of submits, see :class:`wanflash.jobs.service.JobService`). Reads use a
+  connection per thread and no lock: in WAL mode a reader sees the last committed state and never
+  waits for a writer's fsync, so polls are not queued behind commits.
+
 The same file holds API key hashes and the upload index (``imageUUID``/``mediaUUID`` to
 storage key), because one embedded process owns all of it. Every method is synchronous and
 short; async callers go through :mod:`wanflash.jobs.service`, which runs them in a thread.
@@ -49,6 +55,7 @@ from wanflash.jobs.source import (
     Claim,
     DuplicateTask,
     InFlightExceeded,
+    InsertRequest,
     Listener,
     Listeners,
     OutboxMessage,
@@ -59,8 +66,8 @@ from wanflash.jobs.source import (
     record_from_row,
 )
 
-__all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "OutboxMessage", "OutboxRenderer",
-           "TaskRecord", "TaskStore", "Upload"]
+__all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "InsertRequest", "OutboxMessage",
+           "OutboxRenderer", "TaskRecord", "TaskStore", "Upload"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -122,6 +129,10 @@ class TaskStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
         self._lock = threading.Lock()
+        self._local = threading.local()  # this thread's read connection
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN IMMEDIATE.
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.row_factory = sqlite3.Row
@@ -163,7 +174,27 @@ class TaskStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (WAL: sees the last commit, never waits for a writer)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            with self._readers_lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA busy_timeout=30000")
+                db.execute("PRAGMA query_only=1")
+                self._readers.append(db)
+            self._local.db = db
+        return db
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -177,8 +208,10 @@ class TaskStore:
             self._db.execute("COMMIT")
 
     def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, params).fetchone()
+        return self._reader().execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return self._reader().execute(sql, params).fetchall()
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
         with self._lock:
@@ -195,22 +228,45 @@ class TaskStore:
         of API processes) can never push a key above the cap; :class:`InFlightExceeded` otherwise.
         Counting rows, not an in-memory counter, keeps the cap right across restarts.
         """
-        try:
-            with self._tx() as db:
-                if key_hash is not None and max_in_flight is not None:
+        (error,) = self.insert_many([InsertRequest(spec, key_hash, max_in_flight, priority)], now=now)
+        if error is not None:
+            raise error
+
+    def insert_many(self, requests: list[InsertRequest], *, now: float | None = None
+                    ) -> list[DuplicateTask | InFlightExceeded | None]:
+        """Persist several queued tasks in ONE transaction (one fsync), in order.
+
+        Each request stands alone, with :meth:`insert`'s checks: the result holds ``None`` (inserted)
+        or the :class:`DuplicateTask`/:class:`InFlightExceeded` it met, and a refused request
+        writes nothing. The cap counts earlier requests of the same batch. Any other error (I/O)
+        rolls the whole batch back and is raised: then no request was inserted.
+        """
+        t = time.time() if now is None else now
+        out: list[DuplicateTask | InFlightExceeded | None] = []
+        with self._tx() as db:
+            for r in requests:
+                if r.key_hash is not None and r.max_in_flight is not None:
                     n = db.execute("SELECT COUNT(*) FROM tasks WHERE key_hash=? AND state IN ('queued','running')",
-                                   (key_hash,)).fetchone()[0]
-                    if n >= max_in_flight:
-                        raise InFlightExceeded(int(n))
-                db.execute(
-                    "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash, priority) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (spec.task_uuid, spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
-                     time.time() if now is None else now, key_hash, priority),
-                )
-        except sqlite3.IntegrityError:
-            raise DuplicateTask(spec.task_uuid) from None
-        self._listeners.emit(TaskEvent("queued", spec.task_uuid, TaskState.QUEUED.value))
+                                   (r.key_hash,)).fetchone()[0]
+                    if n >= r.max_in_flight:
+                        out.append(InFlightExceeded(int(n)))
+                        continue
+                try:
+                    # One statement: a constraint failure undoes only this row, not the batch.
+                    db.execute(
+                        "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash, priority) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (r.spec.task_uuid, r.spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
+                         t, r.key_hash, r.priority),
+                    )
+                except sqlite3.IntegrityError:
+                    out.append(DuplicateTask(r.spec.task_uuid))
+                    continue
+                out.append(None)
+        for r, res in zip(requests, out):
+            if res is None:
+                self._listeners.emit(TaskEvent("queued", r.spec.task_uuid, TaskState.QUEUED.value))
+        return out
 
     def in_flight(self, key_hash: str) -> int:
         """Tasks of this key that are queued or running."""
@@ -243,8 +299,7 @@ class TaskStore:
         return n + flagged > 0
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state").fetchall()
+        rows = self._all("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
     # -- tasks: worker side (every write fenced by attempt)
@@ -405,12 +460,10 @@ class TaskStore:
 
     def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]:
         """Outbox rows (for tests and operators)."""
-        with self._lock:
-            if task_uuid is None:
-                rows = self._db.execute("SELECT * FROM outbox ORDER BY created, msg_id").fetchall()
-            else:
-                rows = self._db.execute("SELECT * FROM outbox WHERE task_uuid=? ORDER BY msg_id",
-                                        (task_uuid,)).fetchall()
+        if task_uuid is None:
+            rows = self._all("SELECT * FROM outbox ORDER BY created, msg_id")
+        else:
+            rows = self._all("SELECT * FROM outbox WHERE task_uuid=? ORDER BY msg_id", (task_uuid,))
         return [dict(r) for r in rows]
 
     # -- API keys (hashes only)
@@ -423,8 +476,7 @@ class TaskStore:
         return self._one("SELECT 1 FROM api_keys WHERE hash=? AND revoked IS NULL", (key_hash,)) is not None
 
     def list_keys(self) -> list[ApiKeyRow]:
-        with self._lock:
-            rows = self._db.execute("SELECT key_id, created, revoked FROM api_keys ORDER BY created").fetchall()
+        rows = self._all("SELECT key_id, created, revoked FROM api_keys ORDER BY created")
         return [ApiKeyRow(r["key_id"], r["created"], r["revoked"]) for r in rows]
 
     def revoke_key(self, key_id: str, *, now: float | None = None) -> bool:

@@ -27,9 +27,16 @@ quality    H.264 CRF     VP9 CRF
 =========  ============  ==============
 
 i.e. ``crf = round(hi - (quality - 20) * (hi - lo) / 79)`` with ``(hi, lo) = (38, 14)`` for
-H.264 (scale 0-51) and ``(52, 15)`` for VP9 (scale 0-63). Presets favour speed (x264
-``veryfast``; VP9 ``realtime`` deadline, ``cpu-used 8``, row multithreading) because outputs are
-short clips and latency matters more than a few percent of size.
+H.264 (scale 0-51) and ``(52, 15)`` for VP9 (scale 0-63).
+
+Speed (``X264_OPTIONS``, ``VP9_OPTIONS``; measured by ``bench/encode.py --sweep``, figures in
+``bench/RESULTS.md``): x264 ``veryfast`` and VP9 ``realtime`` with ``cpu-used 8`` and row
+multithreading; threads are left to the encoders, which use every core. Encoding runs after
+generation, so it must stay small next to it: at quality 95 ``veryfast`` costs less CPU than
+``superfast`` (which writes ~3x the bytes at the same CRF), ``ultrafast`` halves the CPU but
+doubles the size, and slower presets cost 1.8-3x the CPU for at most ~20 % smaller files.
+The trade-off against ``outputQuality``: a higher quality (lower CRF) makes the file much larger
+(~30x from 20 to 99) and the encode somewhat slower (~1.6x), never enough to rival generation.
 """
 
 from __future__ import annotations
@@ -57,6 +64,12 @@ _SPECS: dict[str, tuple[str, str, str, int, int]] = {
 }
 SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
 AAC_RATES = (44100, 48000)  # kept as they are; any other rate is resampled to 48 kHz
+# Encoder speed settings (see the module docstring for why; bench/encode.py --sweep measures them).
+# Threads are left to the encoders (automatic; both use every core).
+X264_OPTIONS = {"preset": "veryfast", "profile": "high"}
+# CRF mode in libvpx needs the target bitrate set to 0.
+VP9_OPTIONS = {"b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
+               "lag-in-frames": "0"}
 MIME_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
 
 
@@ -142,19 +155,7 @@ def _add_video_stream(out: av.container.OutputContainer, codec: str, width: int,
     cc.color_trc = 1
     cc.colorspace = 1
     cc.color_range = 1  # limited ("tv") range, what players assume
-    if codec == "libx264":
-        stream.options = {"crf": str(crf), "preset": "veryfast", "profile": "high"}
-    else:
-        # CRF mode in libvpx needs the target bitrate set to 0.
-        stream.options = {
-            "crf": str(crf),
-            "b": "0",
-            "deadline": "realtime",
-            "cpu-used": "8",
-            "row-mt": "1",
-            "tile-columns": "2",
-            "lag-in-frames": "0",
-        }
+    stream.options = {"crf": str(crf), **(X264_OPTIONS if codec == "libx264" else VP9_OPTIONS)}
     stream.thread_type = "AUTO"
     return stream
 
