@@ -214,7 +214,8 @@ def build_pipeline(args: argparse.Namespace, profile: str, data_dir: Path, backe
     settings = Settings(data_dir=data_dir, profile=profile, device=args.device,
                         weights_dir=args.weights_dir if profile != "tiny" else None,
                         lora_dir=args.lora_dir if profile != "tiny" else None,
-                        attention_backend=None if backend in (None, "native") else backend, compile=compile_)
+                        attention_backend=None if backend in (None, "native") else backend, compile=compile_,
+                        audio_model="none")  # the video pipeline alone; bench/audio.py times the audio stage
     pipe = create_pipeline(settings)
     pipe.load()
     if fp8:
