@@ -128,7 +128,7 @@ def prepare(job: RunJob, extender: "PromptExtender | None", on_step: Callable[[i
     spec = JobSpec.model_validate_json(job.spec_json)
     image = None
     if job.image_path:
-        with Image.open(job.image_path) as im:
+        with Image.open(job.image_path, formats=("PNG", "JPEG", "WEBP")) as im:  # what the API stores
             image = im.convert("RGB")
     safety = SafetyRun.start(checker, spec, image)
     spec, ext = extend_prompt(spec, image, extender, on_step)

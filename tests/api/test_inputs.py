@@ -1,0 +1,66 @@
+"""What the API stores for an input image: the original bytes when a plain decode already gives the
+normalised pixels (nothing to re-encode on the submit path), a normalised PNG otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.api.support import make_settings
+from wanflash.api.inputs import InputResolver, _Where
+from wanflash.storage.local import LocalStore
+
+WHERE = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", "t")
+
+
+def store(tmp_path: Path, data: bytes) -> tuple[str, bytes, Image.Image]:
+    storage = LocalStore(tmp_path / "media")
+    resolver = InputResolver(make_settings(tmp_path), None, storage)  # type: ignore[arg-type]
+    ref = "data:image/x;base64," + base64.b64encode(data).decode()
+    key, size = asyncio.run(resolver.store_image(ref, "inputs/t/image", WHERE))
+    stored = storage.read_bytes(key)
+    with Image.open(io.BytesIO(stored)) as im:  # what the worker does
+        worker_view = im.convert("RGB")
+    assert worker_view.size == size
+    return key, stored, worker_view
+
+
+def encoded(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def gradient(mode: str = "RGB") -> Image.Image:
+    x = np.linspace(0, 255, 64, dtype=np.uint8)
+    rgb = np.stack([np.tile(x, (48, 1)), np.tile(x[:48, None], (1, 64)), np.full((48, 64), 90, np.uint8)], -1)
+    return Image.fromarray(rgb, "RGB").convert(mode)
+
+
+def test_a_plain_jpeg_is_stored_as_it_came(tmp_path: Path) -> None:
+    data = encoded(gradient(), "JPEG", quality=90)
+    key, stored, _ = store(tmp_path, data)
+    assert key == "inputs/t/image.jpg" and stored == data
+
+
+def test_a_png_with_alpha_is_flattened_into_a_new_png(tmp_path: Path) -> None:
+    rgba = gradient("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 0))  # fully transparent: the background colour must show
+    data = encoded(rgba, "PNG")
+    key, stored, view = store(tmp_path, data)
+    assert key == "inputs/t/image.png" and stored != data
+    assert len(set(view.getdata())) == 1  # one flat background colour, not the gradient under the alpha
+
+
+def test_an_exif_rotated_jpeg_is_stored_upright(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    data = encoded(gradient(), "JPEG", quality=90, exif=exif.tobytes())
+    key, stored, view = store(tmp_path, data)
+    assert key == "inputs/t/image.png" and stored != data
+    assert view.size == (48, 64)  # the worker sees the displayed orientation
