@@ -90,3 +90,17 @@ def test_doctor_reports_an_unreachable_postgres(tmp_path: Path, capsys: pytest.C
     rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")
     assert rc == 1
     assert status["database"] == "FAIL" and "wanflash migrate" in out
+
+
+def test_doctor_names_missing_audio_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "model_index.json").write_text("{}")  # video weights present: only audio is missing
+    monkeypatch.setenv("WANFLASH_WEIGHTS_DIR", str(weights))
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
+    assert rc == 1 and status["audio"] == "FAIL"
+    assert "WANFLASH_AUDIO_WEIGHTS_DIR" in out and "WANFLASH_AUDIO_MODEL=none" in out
+    monkeypatch.setenv("WANFLASH_AUDIO_MODEL", "none")
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
+    assert status["audio"] == "ok"

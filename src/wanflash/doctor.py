@@ -117,7 +117,23 @@ def check_weights(settings: "Settings") -> list[Check]:
                              "point it at the directory with the high/low-noise LoRA files"))
         else:
             out.append(Check("loras", "ok", ", ".join(p.name for p in sorted(Path(lora).glob("*.safetensors")))))
-    return out
+    return out + check_audio_weights(settings)
+
+
+def check_audio_weights(settings: "Settings") -> list[Check]:
+    """Native audio (LTX-2) on a real profile: the service refuses to start without its weights."""
+    from wanflash.pipelines.registry import WeightsNotFound, audio_weights_root
+
+    if settings.audio_model == "none":
+        return [Check("audio weights", "ok", "WANFLASH_AUDIO_MODEL=none: requests that want generated "
+                      "audio are refused with unsupportedAudio")]
+    try:
+        root = audio_weights_root(settings)
+    except WeightsNotFound as exc:
+        return [Check("audio weights", "fail", str(exc),
+                      "download diffusers-format Lightricks/LTX-2 and set WANFLASH_AUDIO_WEIGHTS_DIR, "
+                      "or set WANFLASH_AUDIO_MODEL=none (README: Audio)")]
+    return [Check("audio weights", "ok", f"LTX-2 at {root}")]
 
 
 def check_codecs() -> list[Check]:
