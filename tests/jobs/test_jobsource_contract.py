@@ -100,7 +100,7 @@ def test_lease_expiry_requeues_with_next_attempt(src: JobSource) -> None:
     s = spec()
     src.insert(s, now=0)
     first = src.claim("a", 30, now=10)
-    assert first and first.attempt == 1
+    assert first and first.attempt == 1 and first.created == 0  # submit time, for the queue-wait metric
     assert src.heartbeat(s.task_uuid, 1, 30, now=20)  # lease now runs to 50
     assert src.claim("b", 30, now=45) is None
     second = src.claim("b", 30, now=51)

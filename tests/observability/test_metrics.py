@@ -70,6 +70,7 @@ def test_metrics_after_a_task_through_the_subprocess_executor(tmp_path: Path) ->
     for stage in STAGES:  # one observation each: the model loaded once, one task ran every stage
         assert m[("wanflash_stage_duration_seconds_count", (("stage", stage),))] == 1, stage
         assert m[("wanflash_stage_duration_seconds_sum", (("stage", stage),))] >= 0
+    assert m[("wanflash_stage_duration_seconds_sum", (("stage", "queue_wait"),))] < 60  # since submit, not the epoch
     # The denoise stage of the fast fake is tiny; encoding 32 frames at 960x960 is not.
     assert m[("wanflash_stage_duration_seconds_sum", (("stage", "encode"),))] > 0.01
     assert m[("wanflash_webhook_deliveries_total", (("outcome", "delivered"),))] == 1

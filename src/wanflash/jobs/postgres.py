@@ -450,7 +450,7 @@ class PostgresJobSource:
                     conn,
                     "UPDATE wanflash_tasks SET state='running', attempt=attempt+1, lease_owner=%s, lease_until=%s, "
                     "started=%s, job_id=%s, progress_step=0, progress_total=0, progress_stage=NULL "
-                    "WHERE task_uuid=%s AND state='queued' RETURNING attempt, spec",
+                    "WHERE task_uuid=%s AND state='queued' RETURNING attempt, spec, created",
                     (owner, t + lease_seconds, t, job.id, tu))
                 if rows:
                     await self._notify(conn, TaskEvent("state", tu, TaskState.RUNNING.value))
@@ -460,7 +460,7 @@ class PostgresJobSource:
             assert job.id is not None  # fetched jobs always have an id
             with self._held_lock:
                 self._held[(tu, rows[0]["attempt"])] = job.id
-            return Claim(tu, rows[0]["attempt"], JobSpec.model_validate_json(rows[0]["spec"]))
+            return Claim(tu, rows[0]["attempt"], JobSpec.model_validate_json(rows[0]["spec"]), rows[0]["created"])
 
     def expire_leases(self, *, now: float | None = None) -> int:
         """Recover stalled tokens and expired leases; returns how many tasks were re-queued or failed."""

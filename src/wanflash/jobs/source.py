@@ -73,6 +73,7 @@ class Claim:
     task_uuid: str
     attempt: int
     spec: JobSpec
+    created: float  # when the task was submitted (the queue-wait metric)
 
 
 @dataclass(frozen=True)

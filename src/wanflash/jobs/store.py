@@ -348,12 +348,12 @@ class TaskStore:
                 "started=?, progress_step=0, progress_total=0, progress_stage=NULL "
                 "WHERE task_uuid = (SELECT task_uuid FROM tasks WHERE state='queued' "
                 "                   ORDER BY priority DESC, created, rowid LIMIT 1) "
-                "RETURNING task_uuid, attempt, spec",
+                "RETURNING task_uuid, attempt, spec, created",
                 (owner, t + lease_seconds, t),
             ).fetchone()
         if row is None:
             return None
-        return Claim(row["task_uuid"], row["attempt"], JobSpec.model_validate_json(row["spec"]))
+        return Claim(row["task_uuid"], row["attempt"], JobSpec.model_validate_json(row["spec"]), row["created"])
 
     def heartbeat(self, task_uuid: str, attempt: int, lease_seconds: float, *, now: float | None = None) -> bool:
         """Extend the lease. ``False``: the lease was lost (stop and write nothing)."""

@@ -184,7 +184,7 @@ class Supervisor:
             job = RunJob(task_uuid=tu, attempt=attempt, spec_json=spec.model_dump_json(), out_dir=str(out_dir),
                          image_path=inputs[0], audio_path=inputs[1])
             if self.metrics is not None:
-                await self._observe_queue_wait(tu)
+                self.metrics.observe_stage("queue_wait", time.time() - claim.created)
             done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.job_deadline_seconds)
             if lost.is_set():
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
@@ -239,11 +239,6 @@ class Supervisor:
         done = await self.executor.run(job, on_progress)
         stages.finish()
         return done
-
-    async def _observe_queue_wait(self, task_uuid: str) -> None:
-        record = await asyncio.to_thread(self.store.get, task_uuid)
-        if record is not None and self.metrics is not None:
-            self.metrics.observe_stage("queue_wait", time.time() - record.created)
 
     async def _upload(self, endpoint: str, results: list[dict[str, Any]]) -> None:
         """PUT the output to ``uploadEndpoint``.
