@@ -92,6 +92,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def finish(env: dict[str, Any], path: str | None, payload: dict[str, Any]) -> None:
+    """The closing lines every script prints: the load averages around the run (``env`` gets
+    ``load_after`` unless the script took it already), then the ``--json`` file if asked for."""
+    env.setdefault("load_after", loadavg())
+    print(f"# load average before: {env['load_before']}  after: {env['load_after']}")
+    write_json(path, payload)
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")

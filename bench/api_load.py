@@ -222,9 +222,7 @@ def main() -> int:
           r["api_cpu_ms_per_req"], r["errors"], f"{r['completed']}/{r['acks']}", f"{r['rss_idle_mb']:.0f}/{r['rss_peak_mb']:.0f}",
           _torch(r),
           _verdict(r)] for r in rows]))
-    env["load_after"] = c.loadavg()
-    print(f"# load average before: {env['load_before']}  after: {env['load_after']}")
-    c.write_json(args.json, {"env": env, "args": vars(args), "server_settings": settings, "runs": rows})
+    c.finish(env, args.json, {"env": env, "args": vars(args), "server_settings": settings, "runs": rows})
     return 0
 
 

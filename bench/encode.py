@@ -192,9 +192,7 @@ def main() -> int:
             print(c.table(["format", "setting", "quality", "CRF", "encode s (wall)", "encode CPU s", "MB"],
                           [[r["format"], r["setting"], r["quality"], r["crf"], r["wall_s"], r["cpu_s"],
                             f"{r['mb']:.2f}"] for r in sweep]))
-    env["load_after"] = c.loadavg()
-    print(f"# load average before: {env['load_before']}  after: {env['load_after']}")
-    c.write_json(args.json, out)
+    c.finish(env, args.json, out)
     return 0
 
 

@@ -48,7 +48,6 @@ import itertools
 import sys
 import tempfile
 import time
-import uuid
 import wave
 from pathlib import Path
 from typing import Any
@@ -463,9 +462,7 @@ def main() -> int:
                     if r.get("model") == "ti2v-5b" and "dit_s_4_steps" in r:
                         print(f"# 5B DiT (4 steps, {r['setting']}): {r['dit_s_4_steps']:.1f} s vs FastVideo's "
                               f"{FASTVIDEO_5B_DIT_S} s (3 steps, FA3+compile, H200)")
-    env["load_after"] = c.loadavg()
-    print(f"# load average before: {env['load_before']}  after: {env['load_after']}")
-    c.write_json(args.json, out)
+    c.finish(env, args.json, out)
     return 0
 
 

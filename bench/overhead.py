@@ -230,8 +230,7 @@ def main() -> int:
                     summary["median_direct_s"], summary["median_overhead_s"], f"{med:.3f}",
                     f"{min(ratios):.3f}..{max(ratios):.3f}", "<= 1.10", "yes" if med <= 1.10 else "NO"]]))
     print(f"# outputs of the last pair: {same}")
-    print(f"# load average before: {env['load_before']}  after: {env['load_after']}")
-    c.write_json(args.json, {"env": env, "args": vars(args), "summary": summary, "pairs": rows})
+    c.finish(env, args.json, {"env": env, "args": vars(args), "summary": summary, "pairs": rows})
     tmp_ctx.cleanup()
     return 0
 
