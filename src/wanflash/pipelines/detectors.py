@@ -21,7 +21,6 @@ Importing this module imports no torch; each detector imports its libraries in `
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,7 +71,6 @@ class ClassifierDetector(ContentDetector):
     def load(self) -> None:
         if self._model is not None:
             return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         if not self.model_dir.is_dir():
@@ -121,7 +119,6 @@ class ClipSafetyDetector(ContentDetector):
     def load(self) -> None:
         if self._model is not None:
             return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from diffusers.utils import logging as diffusers_logging
         from transformers import CLIPImageProcessor

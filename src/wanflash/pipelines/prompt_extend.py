@@ -24,7 +24,6 @@ import base64
 import io
 import json
 import logging
-import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -437,7 +436,6 @@ class LocalExtender(PromptExtender):
             return self._loaded
 
     def _load_now(self) -> _LocalModel:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub, whatever the caller's env
         import torch
         import transformers
 

@@ -15,12 +15,9 @@ vocodes at 24 kHz).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from wanflash.pipelines.tiny import SEED, _tokenizer, build_once  # noqa: E402
+from wanflash.pipelines.tiny import SEED, _tokenizer, build_once
 
 # Bump when the recipe changes: an existing tiny audio model with another version is rebuilt.
 TINY_AUDIO_VERSION = 1
