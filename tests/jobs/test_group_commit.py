@@ -108,3 +108,54 @@ def test_closed_store_refuses_reads(tmp_path: Path) -> None:
     t.start()
     t.join(5)
     assert other and isinstance(other[0], sqlite3.ProgrammingError)
+
+
+class _Recording:
+    """The store, recording on which thread each read and commit ran."""
+
+    def __init__(self, store: TaskStore, inline_reads: bool) -> None:
+        self.store = store
+        self.inline_reads = inline_reads
+        self.threads: dict[str, list[str]] = {}
+
+    def _note(self, name: str) -> None:
+        self.threads.setdefault(name, []).append(threading.current_thread().name)
+
+    def get(self, task_uuid: str) -> object:
+        self._note("get")
+        return self.store.get(task_uuid)
+
+    def in_flight(self, key_hash: str) -> int:
+        self._note("in_flight")
+        return self.store.in_flight(key_hash)
+
+    def insert_many(self, requests: list[InsertRequest], **kw: object) -> list[object]:
+        self._note("insert_many")
+        return self.store.insert_many(requests, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_reads_skip_the_thread_hop_only_where_the_adapter_allows(store: TaskStore, inline: bool) -> None:
+    rec = _Recording(store, inline_reads=inline)
+    jobs = JobService(rec)  # type: ignore[arg-type]
+    s = spec()
+    await jobs.submit(s, key_hash="k", max_in_flight=5)
+    loop_thread = threading.current_thread().name
+    assert (await jobs.get(s.task_uuid)).task_uuid == s.task_uuid  # type: ignore[union-attr]
+    assert await jobs.exists(s.task_uuid)
+    assert await jobs.in_flight("k") == 1
+    reads = rec.threads["get"] + rec.threads["in_flight"]
+    if inline:  # SQLite: on the event loop's own thread
+        assert set(reads) == {loop_thread}
+    else:  # PostgreSQL: a round trip, never on the loop
+        assert loop_thread not in reads
+    # Commits run on the service's own thread, never queued behind the default pool's file I/O.
+    assert rec.threads["insert_many"] and all(n.startswith("wanflash-commit") for n in rec.threads["insert_many"])
+    jobs.close()
+
+
+def test_adapters_declare_their_reads() -> None:
+    from wanflash.jobs.postgres import PostgresJobSource
+
+    assert TaskStore.inline_reads is True
+    assert PostgresJobSource.inline_reads is False

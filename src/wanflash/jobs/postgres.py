@@ -137,6 +137,8 @@ _CANCELLED = "error_code='taskCancelled', error_message='The task was cancelled.
 class PostgresJobSource:
     """:class:`~wanflash.jobs.source.JobSource` on PostgreSQL + procrastinate. Thread-safe."""
 
+    inline_reads = False  # every read is a network round trip
+
     def __init__(self, url: str, *, max_attempts: int = 2, queue: str = DEFAULT_QUEUE,
                  worker_heartbeat_seconds: float = 5.0, stalled_worker_seconds: float = 30.0,
                  pool_size: int = 8) -> None:

@@ -7,18 +7,28 @@ task starts without waiting for its poll interval, and turns a reused taskUUID i
 
 Submits are group-committed: while one batch is being written (one SQLite transaction, one
 fsync), new submits queue up and go together in the next, so a burst of N clients costs a few
-fsyncs, not N serialized ones. Each submit still returns only once its row is durable.
+fsyncs, not N serialized ones. Each submit still returns only once its row is durable. The
+commits run on the service's own thread, so they never queue behind the supervisor's file copies
+in the default thread pool.
+
+Reads of an adapter with ``inline_reads`` (SQLite) run on the event loop: a poll is a lookup of a
+few tens of microseconds, while a hop through the shared pool costs milliseconds under load (the
+queue behind fsyncs, then the GIL hand-back). PostgreSQL reads are round trips and keep the hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.jobs.model import JobSpec
 from wanflash.jobs.source import DuplicateTask, InFlightExceeded, InsertRequest, JobSource, TaskRecord, Upload
 
 TASK_TYPE = "videoInference"
+R = TypeVar("R")
 
 
 class JobService:
@@ -27,6 +37,15 @@ class JobService:
         self.wake = wake or asyncio.Event()
         self._pending: list[tuple[InsertRequest, asyncio.Future[Exception | None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanflash-commit")
+
+    def close(self) -> None:
+        self._commits.shutdown(wait=True)
+
+    async def _read(self, fn: Callable[..., R], *args: object) -> R:
+        if self.store.inline_reads:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def submit(self, spec: JobSpec, *, key_hash: str | None = None, max_in_flight: int | None = None) -> None:
         """Persist a queued task (durable when this returns). Raises InvalidRequest on a reused id,
@@ -56,7 +75,8 @@ class JobService:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await asyncio.to_thread(self.store.insert_many, [r for r, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._commits, self.store.insert_many, [r for r, _ in batch])
             except Exception as exc:  # I/O error: the whole batch was rolled back; each submit fails
                 for _, fut in batch:
                     if not fut.done():
@@ -67,13 +87,13 @@ class JobService:
                     fut.set_result(res)
 
     async def in_flight(self, key_hash: str) -> int:
-        return await asyncio.to_thread(self.store.in_flight, key_hash)
+        return await self._read(self.store.in_flight, key_hash)
 
     async def exists(self, task_uuid: str) -> bool:
         return await self.get(task_uuid) is not None
 
     async def get(self, task_uuid: str) -> TaskRecord | None:
-        return await asyncio.to_thread(self.store.get, task_uuid)
+        return await self._read(self.store.get, task_uuid)
 
     async def cancel(self, task_uuid: str) -> bool:
         return await asyncio.to_thread(self.store.request_cancel, task_uuid)
@@ -82,7 +102,7 @@ class JobService:
         await asyncio.to_thread(self.store.add_upload, upload_uuid, kind, key, content_type)
 
     async def get_upload(self, upload_uuid: str) -> Upload | None:
-        return await asyncio.to_thread(self.store.get_upload, upload_uuid)
+        return await self._read(self.store.get_upload, upload_uuid)
 
     async def counts(self) -> dict[str, int]:
-        return await asyncio.to_thread(self.store.counts)
+        return await self._read(self.store.counts)

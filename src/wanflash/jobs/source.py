@@ -23,7 +23,8 @@ The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same 
   listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
 
 All methods are synchronous and short; async callers run them in a thread
-(:mod:`wanflash.jobs.service`, the supervisor).
+(:mod:`wanflash.jobs.service`, the supervisor), except the reads of an adapter with
+``inline_reads``.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ class JobSource(Protocol):
     """The port. ``now`` parameters exist for tests; production passes nothing (wall clock)."""
 
     max_attempts: int
+    #: True where a read (``get``, ``in_flight``, ``get_upload``, ``counts``) is a local lookup that
+    #: never waits on I/O or on a writer, so async callers may run it on the event loop instead of
+    #: paying a thread hop (SQLite in WAL mode); False where it is a network round trip (PostgreSQL).
+    inline_reads: bool
 
     # -- API side
     def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
