@@ -89,6 +89,11 @@ class Supervisor:
 
     def start(self) -> None:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
+        # Import what finishing a task needs now, before requests arrive: PyAV's first import
+        # holds the GIL for ~50 ms, and made lazily by the first completion it stalled every
+        # request in flight (bench/RESULTS.md). API-only processes never start a supervisor.
+        import wanflash.delivery.upload  # noqa: F401
+        import wanflash.media.probe  # noqa: F401
         if self.metrics is not None and hasattr(self.executor, "on_loaded"):
             metrics = self.metrics
             self.executor.on_loaded = lambda seconds: metrics.observe_stage("load", seconds)
