@@ -157,9 +157,10 @@ class JobSource(Protocol):
     """The port. ``now`` parameters exist for tests; production passes nothing (wall clock)."""
 
     max_attempts: int
-    #: True where a read (``get``, ``in_flight``, ``get_upload``, ``counts``) is a local lookup that
+    #: True where a point read (``get``, ``in_flight``, ``get_upload``) is a local index lookup that
     #: never waits on I/O or on a writer, so async callers may run it on the event loop instead of
     #: paying a thread hop (SQLite in WAL mode); False where it is a network round trip (PostgreSQL).
+    #: ``counts`` scans the table and always runs in a thread.
     inline_reads: bool
 
     # -- API side
