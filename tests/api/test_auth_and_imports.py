@@ -1,4 +1,4 @@
-"""API keys (hash-only storage, CLI, first-start key) and the no-torch import rule."""
+"""API keys (hash-only storage, CLI, first-start key) and the import rules (no torch; PyAV at startup)."""
 
 from __future__ import annotations
 
@@ -57,3 +57,35 @@ def test_api_does_not_import_torch() -> None:
             "wanflash.worker.group, wanflash.storage.s3, sys; "
             "assert 'torch' not in sys.modules, 'torch imported'; assert 'diffusers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+_STARTUP_IMPORTS = """
+import asyncio, sys, tempfile
+from starlette.testclient import TestClient
+from wanflash.api.app import create_app
+from wanflash.config import Settings
+
+class Idle:  # an executor that never takes a job: only startup runs
+    name, state = "idle", "loading"
+    def start(self): pass
+    async def wait_ready(self): await asyncio.Event().wait()
+    async def run(self, job, on_progress): raise RuntimeError("unused")
+    def cancel(self, task_uuid): pass
+    async def restart(self): pass
+    async def stop(self): pass
+
+worker = sys.argv[1] == "worker"
+app = create_app(Settings(data_dir=tempfile.mkdtemp()), executor=Idle() if worker else None, worker=worker)
+with TestClient(app) as client:
+    assert client.get("/health").status_code == 200
+    print("av" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("role", ["worker", "api"])
+def test_pyav_is_imported_at_startup_only_where_tasks_complete(role: str) -> None:
+    # A lazy PyAV import holds the GIL ~50 ms; made by the first completion, it stalled every
+    # request in flight (bench/RESULTS.md). API-only nodes never probe outputs and skip its RSS.
+    out = subprocess.run([sys.executable, "-c", _STARTUP_IMPORTS, role], check=True, timeout=120,
+                         capture_output=True, text=True).stdout.split()
+    assert out[-1] == ("True" if role == "worker" else "False")

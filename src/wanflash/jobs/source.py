@@ -23,7 +23,7 @@ The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same 
   listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
 
 All methods are synchronous and short; async callers run them in a thread
-(:mod:`wanflash.jobs.service`, the supervisor), except the reads of an adapter with
+(:mod:`wanflash.jobs.service`, the supervisor), except the point reads of an adapter with
 ``inline_reads``.
 """
 

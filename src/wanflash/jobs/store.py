@@ -35,7 +35,8 @@ live there and are re-exported here.
 
 The same file holds API key hashes and the upload index (``imageUUID``/``mediaUUID`` to
 storage key), because one embedded process owns all of it. Every method is synchronous and
-short; async callers go through :mod:`wanflash.jobs.service`, which runs them in a thread.
+short; async callers go through :mod:`wanflash.jobs.service`, which runs the writes in a thread
+and the point reads (``inline_reads``) on the event loop.
 """
 
 from __future__ import annotations
