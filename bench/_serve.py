@@ -1,6 +1,7 @@
 """A benchmark server process: what ``wanflash serve`` runs, with an optional *instant* worker.
 
-    python bench/_serve.py --port P --data-dir D [--instant] [--report status.json] [--set NAME=VALUE ...]
+    python bench/_serve.py --port P --data-dir D [--instant DIR] [--report status.json] [--timers t.json]
+                           [--set NAME=VALUE ...]
 
 Settings come from :func:`wanflash.config.load_settings` (so ``WANFLASH_*`` apply) with the
 ``--set`` overrides on top, printed at start-up, so a benchmark states exactly how the server
@@ -61,7 +62,9 @@ class InstantExecutor:
         return "ready"
 
     def start(self) -> None:
-        pass
+        # Imported now, not by the first job: a first import under load holds the GIL.
+        import wanflash.media.encode  # noqa: F401
+        import wanflash.worker.protocol  # noqa: F401
 
     async def wait_ready(self) -> None:
         pass
@@ -111,6 +114,8 @@ def main() -> int:
     ap.add_argument("--instant", default=None, metavar="CLIP_DIR",
                     help="jobs complete at once with clips from CLIP_DIR (no model, no torch)")
     ap.add_argument("--report", default=None, help="write {torch_imported, ...} here on shutdown")
+    ap.add_argument("--timers", default=None, metavar="FILE",
+                    help="time the submit/poll layers and the loop lag, write them here on shutdown (_timers.py)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a Settings override, e.g. --set rate_limit_per_s=1000 (JSON values)")
     args = ap.parse_args()
@@ -128,7 +133,15 @@ def main() -> int:
     settings = load_settings(**overrides)
     print("settings: " + json.dumps({k: str(getattr(settings, k)) for k in sorted(overrides)}), flush=True)
     executor = InstantExecutor(Path(args.instant)) if args.instant else None
+    timers = None
+    if args.timers:
+        from _timers import Timers
+
+        timers = Timers()
+        timers.install()
     app = create_app(settings, executor=executor)  # type: ignore[arg-type]
+    if timers is not None:
+        app = timers.asgi(app)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             **uvicorn_config_kwargs(settings))  # type: ignore[arg-type]
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into SystemExit so the
@@ -139,6 +152,8 @@ def main() -> int:
         uvicorn.Server(config).run()
     except SystemExit:
         pass
+    if timers is not None:
+        timers.write(args.timers)
     if args.report:
         Path(args.report).write_text(json.dumps({
             "torch_imported": "torch" in sys.modules,

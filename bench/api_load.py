@@ -31,6 +31,7 @@ compete with the server for CPU: the figures are a lower bound for a server with
     python bench/api_load.py                      # 100 and 500 clients, 5 tasks each
     python bench/api_load.py --quick              # 100 clients, 2 tasks each
     python bench/api_load.py --clients 100,500 --tasks 5 --poll-interval 0.2 --json load.json
+    python bench/api_load.py --clients 100 --timers   # + where the server's time went, per layer
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+from _timers import LAG_TICK_S
 
 API_KEY = "bench-load-key"
 LIMITS = {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000, "max_in_flight_per_key": 1_000_000}
@@ -174,6 +176,9 @@ def main() -> int:
     ap.add_argument("--py-spy", default=None, metavar="PREFIX",
                     help="profile the API process with py-spy (pip install -e '.[bench]') during each run; "
                          "writes PREFIX-<clients>.txt (collapsed stacks, for flamegraph.pl/speedscope)")
+    ap.add_argument("--timers", action="store_true",
+                    help="also print where the server's time went: per-layer call times, event-loop lag, "
+                         "modules imported under load (bench/_timers.py; adds microseconds per call)")
     args = ap.parse_args()
     counts = [100] if args.quick else [int(x) for x in args.clients.split(",")]
     if args.quick:
@@ -199,6 +204,9 @@ def main() -> int:
             report = Path(tmp) / f"report-{n}.json"
             argv = [c.python(), str(c.ROOT / "bench" / "_serve.py"), "--port", str(port),
                     "--data-dir", str(Path(tmp) / f"data-{n}"), "--instant", tmp, "--report", str(report)]
+            timers = Path(tmp) / f"timers-{n}.json"
+            if args.timers:
+                argv += ["--timers", str(timers)]
             argv += [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings.items()]
             with c.server_process(argv, port, Path(tmp) / f"server-{n}.log", src=args.server_src) as srv:
                 rss_idle = c.rss_mb(srv.pid)
@@ -210,6 +218,8 @@ def main() -> int:
                 row["libtorch_mapped"] = c.maps_libtorch(srv.pid)
             row.update(json.loads(report.read_text()) if report.exists() else {"torch_imported": None})
             row["load_after"] = c.loadavg()
+            if args.timers and timers.exists():
+                row["timers"] = _timer_rows(json.loads(timers.read_text()))
             rows.append(row)
             print(f"#  {n} clients: {json.dumps({k: row[k] for k in ('wall_s', 'acks', 'completed', 'errors')})}"
                   f"  errors={row['error_kinds']}  load {row['load_after']}", flush=True)
@@ -222,8 +232,27 @@ def main() -> int:
           r["api_cpu_ms_per_req"], r["errors"], f"{r['completed']}/{r['acks']}", f"{r['rss_idle_mb']:.0f}/{r['rss_peak_mb']:.0f}",
           _torch(r),
           _verdict(r)] for r in rows]))
+    for r in rows:
+        if "timers" in r:
+            t = r["timers"]
+            print(f"\n# {r['clients']} clients: where the server's time went (wall ms per call; loop lag = how "
+                  f"late a {1000 * LAG_TICK_S:.0f} ms sleep woke)")
+            print(c.table(["layer", "calls", "p50 ms", "p99 ms", "max ms"], t["layers"]))
+            print(f"# late imports (after the first client connected): {', '.join(t['late_imports']) or 'none'}")
     c.finish(env, args.json, {"env": env, "args": vars(args), "server_settings": settings, "runs": rows})
     return 0
+
+
+def _timer_rows(t: dict[str, Any]) -> dict[str, Any]:
+    layers = [[name, len(v), c.percentile(v, 50), c.percentile(v, 99), max(v)] for name, v in t["calls_ms"].items()]
+    lag = t["loop_lag_ms"]
+    layers.append(["event-loop lag", len(lag), c.percentile(lag, 50), c.percentile(lag, 99), max(lag, default=0.0)])
+    # A package imported late is shown once, with a count: PyAV alone is ~60 submodules.
+    names = t["late_imports"]
+    roots = {m for m in names if "." not in m}
+    late = [f"{r} (+{sum(m.startswith(r + '.') for m in names)} submodules)" for r in sorted(roots)]
+    late += [m for m in names if m.split(".")[0] not in roots]
+    return {"layers": layers, "late_imports": late}
 
 
 def _torch(r: dict[str, Any]) -> str:
