@@ -22,6 +22,7 @@ class Receiver:
     port: int
     requests: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)  # answered in order, then 200
+    headers: list[dict[str, str]] = field(default_factory=list)  # sent with those answers, in order
 
     @property
     def url(self) -> str:
@@ -41,7 +42,10 @@ def receiver() -> Iterator[Receiver]:
                 state.requests.append(Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                                                body))
                 status = state.statuses.pop(0) if state.statuses else 200
+                extra = state.headers.pop(0) if state.headers else {}
             self.send_response(status)
+            for k, v in extra.items():
+                self.send_header(k, v)
             self.send_header("content-length", "0")
             self.end_headers()
 

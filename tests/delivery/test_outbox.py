@@ -92,6 +92,34 @@ async def test_crash_before_post_is_delivered_after_restart_with_same_id(tmp_pat
         store.close()
 
 
+async def test_retry_after_pushes_the_next_attempt_back(tmp_path: Path) -> None:
+    with receiver() as rx:
+        rx.statuses = [429, 503]
+        rx.headers = [{"retry-after": "120"}, {"retry-after": "999999"}]
+        store = open_store(tmp_path / "db")
+        s = spec(rx.url + "/hook", n=1)
+        store.insert(s)
+        c = store.claim("a", 30)
+        assert c and store.complete(s.task_uuid, c.attempt, results(1))
+        schedule = RetrySchedule(base_delay_s=0.05, max_retry_after_s=600)
+        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True), schedule=schedule, rng=lambda: 1.0)
+        t0 = time.time()
+        assert await d.run_once() == 1
+        (row,) = store.outbox_rows()
+        # Backoff alone would retry after 0.05 s; the receiver asked for 120 s.
+        assert row["state"] == "pending" and row["last_status"] == 429
+        assert 120 <= row["next_at"] - t0 < 125
+        assert await d.run_once() == 0  # not due yet
+        store._write("UPDATE outbox SET next_at=0")  # time passes
+        assert await d.run_once() == 1
+        (row,) = store.outbox_rows()
+        assert row["last_status"] == 503 and 600 <= row["next_at"] - t0 < 605  # capped at max_retry_after_s
+        store._write("UPDATE outbox SET next_at=0")
+        assert await d.run_once() == 1
+        assert store.outbox_rows()[0]["state"] == "delivered" and len(rx.requests) == 3
+        store.close()
+
+
 async def test_expired_message_is_not_sent(tmp_path: Path) -> None:
     with receiver() as rx:
         store = open_store(tmp_path / "db")

@@ -17,7 +17,8 @@ Guarantees:
 * :class:`OutboxDeliverer` leases due rows, makes **one** signed attempt per lease with
   :class:`~wanflash.delivery.webhook.WebhookSender` (SSRF-guarded, 3xx not followed, 410 stops),
   and persists the outcome; retryable failures are rescheduled with exponential backoff and full
-  jitter (the schedule lives in the row, so it survives restarts). Nothing is attempted at or after
+  jitter, or later when a 429/503 carries ``Retry-After`` (capped at ``max_retry_after_s``); the
+  schedule lives in the row, so it survives restarts. Nothing is attempted at or after
   the message's ``expires_at`` (the output URL's expiry): the row ends ``expired``.
 * Every attempt's outcome is counted on ``metrics`` (``delivered``, ``retry`` when rescheduled, or
   the final state) and logged with the message's ``taskUUID``.
@@ -148,7 +149,10 @@ class OutboxDeliverer:
             if attempts >= self.schedule.max_attempts:
                 state, next_at = "exhausted", None
             else:
-                next_at = time.time() + self.schedule.delay(attempts, self.rng)
+                delay = self.schedule.delay(attempts, self.rng)
+                if out.retry_after is not None:  # the receiver's Retry-After, within the schedule's cap
+                    delay = max(delay, min(out.retry_after, self.schedule.max_retry_after_s))
+                next_at = time.time() + delay
                 state = "pending" if next_at < m.expires_at else "expired"
         else:
             state, next_at = out.state, None

@@ -165,6 +165,7 @@ class DeliveryOutcome:
     attempts: int
     status: int | None = None
     error: str | None = None
+    retry_after: float | None = None  # seconds the receiver's last answer asked for (429/503 Retry-After)
 
     @property
     def delivered(self) -> bool:
@@ -261,7 +262,7 @@ class WebhookSender:
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), self.clock())
             log.info("webhook %s attempt %d failed: %s", msg_id, attempts, error)
             if attempts >= self.schedule.max_attempts:
-                return DeliveryOutcome("exhausted", attempts, status, error)
+                return DeliveryOutcome("exhausted", attempts, status, error, retry_after)
             delay = self.schedule.delay(attempts, self.rng)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.schedule.max_retry_after_s))
