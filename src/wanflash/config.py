@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     job_deadline_seconds: float = 900.0
     default_ttl_seconds: int = 86400
+    # A finished task's inputs and outputs are deleted this long after its links expire (finished +
+    # ttl); -1 keeps them forever. media_sweep_seconds: how often the API process looks.
+    media_grace_seconds: int = Field(default=3600, ge=-1)
+    media_sweep_seconds: float = Field(default=300.0, gt=0)
 
     # -- inputs and limits
     allow_loopback_fetch: bool = False

@@ -217,6 +217,44 @@ def test_terminal_transition_writes_the_outbox_once(src: JobSource) -> None:
     assert src.outbox_rows(s.task_uuid)[0]["state"] == "delivered"
 
 
+def test_media_is_due_once_links_expire_plus_grace(src: JobSource) -> None:
+    def finish(state: str, finished: float, ttl: int | None = None) -> str:
+        s = spec().model_copy(update={"ttl": ttl})
+        src.insert(s, now=finished - 10)
+        if state == "cancelled":
+            assert src.request_cancel(s.task_uuid, now=finished)
+            return s.task_uuid
+        c = src.claim("w", 30, now=finished - 5)
+        assert c and c.task_uuid == s.task_uuid
+        if state == "succeeded":
+            assert src.complete(s.task_uuid, c.attempt, [{"videoUUID": "v", "key": "k"}], now=finished)
+        elif state == "failed":
+            assert src.fail(s.task_uuid, c.attempt, "inferenceError", "boom", now=finished)
+        return s.task_uuid
+
+    a = finish("succeeded", 1000)  # default ttl 3600
+    b = finish("succeeded", 1001, ttl=60)
+    c = finish("failed", 1002)
+    d = finish("cancelled", 1003, ttl=120)
+    running = spec()
+    src.insert(running, now=1004)
+    assert src.claim("w", 30, now=1005)
+    src.insert(spec(), now=1006)  # queued
+
+    def due(now: float, limit: int = 200) -> list[str]:
+        return [r.task_uuid for r in src.media_due(now, default_ttl=3600, grace=100, limit=limit)]
+
+    assert due(1001 + 60 + 99) == []  # b's links expired, but the grace has not passed
+    assert due(1001 + 60 + 100) == [b]
+    assert due(1003 + 120 + 100) == [b, d]
+    assert due(1002 + 3600 + 100) == [a, b, c, d]  # oldest first; never the queued or running task
+    assert due(10**9, limit=2) == [a, b]
+    src.media_deleted(b)
+    assert due(10**9) == [a, c, d]
+    rec = src.get(b)  # the row stays: polls still answer
+    assert rec and rec.state is TaskState.SUCCEEDED
+
+
 def test_keys_and_uploads_are_shared(adapter: Adapter) -> None:
     a, b = adapter.make(), adapter.make()
     a.add_key("k1", "h1")

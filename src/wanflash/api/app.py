@@ -38,7 +38,7 @@ from wanflash.api.limits import BodyLimits
 from wanflash.api.tasks import TaskRouter
 from wanflash.api.ws import Session
 from wanflash.config import Settings
-from wanflash.delivery import outbox
+from wanflash.delivery import outbox, retention
 from wanflash.jobs.service import JobService
 from wanflash.jobs.source import JobSource, open_job_source
 from wanflash.observability.metrics import Metrics
@@ -65,6 +65,7 @@ class Services:
     supervisor: Supervisor | None
     webhooks: outbox.OutboxDeliverer
     metrics: Metrics
+    sweeper: retention.MediaSweeper | None  # None with media_grace_seconds = -1
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -84,7 +85,8 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     metrics.watch_store(store, (lambda: ex.state) if ex is not None else None)
     supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics) if ex is not None else None
     webhooks = outbox.build(settings, store, lambda key, exp: links.url(key, exp, settings.base_url), metrics)
-    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics)
+    sweeper = retention.build(settings, store, storage, metrics)
+    return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics, sweeper)
 
 
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -102,12 +104,16 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
         if services.supervisor is not None:
             services.supervisor.start()  # also imports PyAV, so the freeze below covers it
         services.webhooks.start()  # delivers outbox rows left by a previous process too
+        if services.sweeper is not None:
+            services.sweeper.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
             await services.webhooks.stop()
+            if services.sweeper is not None:
+                await services.sweeper.stop()
             if services.supervisor is not None:
                 await services.supervisor.stop()
             await asyncio.to_thread(services.jobs.close)

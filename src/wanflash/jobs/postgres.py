@@ -53,6 +53,8 @@ from psycopg.rows import dict_row
 
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.source import (
+    MIN_TTL_SECONDS,
+    TERMINAL_STATES,
     ApiKeyRow,
     Claim,
     DuplicateTask,
@@ -101,6 +103,8 @@ CREATE TABLE IF NOT EXISTS wanflash_tasks (
 );
 CREATE INDEX IF NOT EXISTS wanflash_tasks_running ON wanflash_tasks (lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS wanflash_tasks_key_state ON wanflash_tasks (key_hash, state);
+ALTER TABLE wanflash_tasks ADD COLUMN IF NOT EXISTS media_deleted DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS wanflash_tasks_media_due ON wanflash_tasks (finished) WHERE media_deleted IS NULL;
 CREATE TABLE IF NOT EXISTS wanflash_api_keys (
     key_id  TEXT PRIMARY KEY,
     hash    TEXT NOT NULL UNIQUE,
@@ -404,6 +408,19 @@ class PostgresJobSource:
     def counts(self) -> dict[str, int]:
         rows = self._call(self._all, "SELECT state, COUNT(*) AS n FROM wanflash_tasks GROUP BY state")
         return {r["state"]: int(r["n"]) for r in rows}
+
+    def media_due(self, now: float, *, default_ttl: int, grace: float, limit: int = 200) -> list[TaskRecord]:
+        rows = self._call(
+            self._all,
+            "SELECT * FROM wanflash_tasks WHERE media_deleted IS NULL AND finished <= %s AND state IN (%s, %s, %s) "
+            "AND finished + COALESCE((spec::jsonb->>'ttl')::double precision, %s) + %s <= %s "
+            "ORDER BY finished LIMIT %s",
+            (now - grace - min(MIN_TTL_SECONDS, default_ttl), *TERMINAL_STATES, default_ttl, grace, now, limit))
+        return [record_from_row(r) for r in rows]
+
+    def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
+        self._call(self._rowcount, "UPDATE wanflash_tasks SET media_deleted=%s WHERE task_uuid=%s",
+                   (time.time() if now is None else now, task_uuid))
 
     def request_cancel(self, task_uuid: str, *, now: float | None = None) -> bool:
         """Cancel a queued task at once (its token deleted); flag a running one and abort its token."""

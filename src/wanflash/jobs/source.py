@@ -19,6 +19,8 @@ The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same 
   ``workerLost``. Terminal transitions write the webhook outbox rows in the same transaction.
 * A queued task is cancelled at once; a running one is flagged, and subscribers get a ``cancel``
   event so the worker's step callback stops it.
+* :meth:`~JobSource.media_due` lists only terminal tasks, and only once their links have expired
+  plus the grace; the row itself stays (polls still answer), marked by :meth:`~JobSource.media_deleted`.
 * :meth:`~JobSource.subscribe` delivers :class:`TaskEvent` (queued, progress, state, cancel) to
   listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
 
@@ -43,6 +45,11 @@ if TYPE_CHECKING:
     from wanflash.config import Settings
 
 log = logging.getLogger(__name__)
+
+TERMINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value, TaskState.CANCELLED.value)
+# The shortest ttl the API accepts: a range on ``finished`` that every due task satisfies, so the
+# media query walks the index instead of evaluating each task's ttl across the whole table.
+MIN_TTL_SECONDS = 60
 
 
 class DuplicateTask(Exception):
@@ -179,6 +186,16 @@ class JobSource(Protocol):
     def request_cancel(self, task_uuid: str, *, now: float | None = None) -> bool: ...
 
     def counts(self) -> dict[str, int]: ...
+
+    # -- media lifetime (wanflash.delivery.retention)
+    def media_due(self, now: float, *, default_ttl: int, grace: float, limit: int = 200) -> list[TaskRecord]:
+        """Finished tasks whose links expired (``finished`` + the spec's ``ttl``, else ``default_ttl``)
+        at least ``grace`` seconds before ``now``, whose media is not yet marked deleted; oldest first."""
+        ...
+
+    def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
+        """Mark the task's stored inputs and outputs as deleted (it leaves :meth:`media_due`)."""
+        ...
 
     # -- worker side, fenced by attempt
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None: ...

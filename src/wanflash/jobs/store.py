@@ -52,6 +52,8 @@ from typing import Any
 
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.source import (
+    MIN_TTL_SECONDS,
+    TERMINAL_STATES,
     ApiKeyRow,
     Claim,
     DuplicateTask,
@@ -176,6 +178,9 @@ class TaskStore:
             self._db.execute("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
         self._db.execute("CREATE INDEX IF NOT EXISTS tasks_claim_priority ON tasks (state, priority DESC, created)")
         self._db.execute("CREATE INDEX IF NOT EXISTS tasks_key_state ON tasks (key_hash, state)")
+        if "media_deleted" not in cols:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN media_deleted REAL")
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_media_due ON tasks (finished) WHERE media_deleted IS NULL")
 
     def close(self) -> None:
         with self._lock:
@@ -306,6 +311,21 @@ class TaskStore:
     def counts(self) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+    def media_due(self, now: float, *, default_ttl: int, grace: float, limit: int = 200) -> list[TaskRecord]:
+        rows = self._all(
+            "SELECT * FROM tasks WHERE media_deleted IS NULL AND finished <= :bound "
+            "AND state IN (:s0, :s1, :s2) "
+            "AND finished + COALESCE(json_extract(spec, '$.ttl'), :ttl) + :grace <= :now "
+            "ORDER BY finished LIMIT :limit",
+            {"bound": now - grace - min(MIN_TTL_SECONDS, default_ttl), "s0": TERMINAL_STATES[0],
+             "s1": TERMINAL_STATES[1], "s2": TERMINAL_STATES[2], "ttl": default_ttl, "grace": grace, "now": now,
+             "limit": limit})
+        return [record_from_row(r) for r in rows]
+
+    def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
+        self._write("UPDATE tasks SET media_deleted=? WHERE task_uuid=?",
+                    (time.time() if now is None else now, task_uuid))
 
     # -- tasks: worker side (every write fenced by attempt)
 

@@ -83,6 +83,9 @@ class Metrics:
         self.webhooks = Counter(
             "wanflash_webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"],
             registry=self.registry)
+        self.media_deleted = Counter(
+            "wanflash_media_deleted_tasks", "Finished tasks whose stored inputs and outputs were deleted "
+            "after their links expired.", registry=self.registry)
         self.gpu_memory = Gauge(
             "wanflash_gpu_memory_bytes", "CUDA memory reported by the executor after its last job.",
             ["device", "kind"], registry=self.registry)

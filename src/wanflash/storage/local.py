@@ -77,7 +77,19 @@ class LocalStore:
         _fsync_dir(dest.parent)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the object (a missing one is fine) and the per-task directories it leaves empty.
+
+        The top-level ones (``outputs/``, ``inputs/``) stay: a concurrent writer creating its own
+        directory under them must never see its parent vanish."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent.parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
 
     def presigned_url(self, key: str, expires_at: float) -> str | None:
         return None  # served by /media with a UrlSigner link

@@ -1,0 +1,119 @@
+"""Media lifetime: a finished task's stored inputs and outputs are deleted once nobody can fetch them.
+
+Guarantees:
+
+* Only terminal tasks are swept, and only once their links have expired (``finished`` + ``ttl``,
+  the instant :func:`~wanflash.delivery.responses.expires_at` gives every link of the task) and
+  ``settings.media_grace_seconds`` more have passed. The grace lets a download that started before
+  the expiry finish and resume (an open file outlives its unlink; a Range request does not).
+* Only the task's own objects go: its result files (``outputs/<taskUUID>/``) and its inputs
+  (``inputs/<taskUUID>/``). Uploads (``imageUpload``, ``mediaStorage``) are referenced by UUID from
+  any number of tasks and are kept.
+* The task row stays, marked (``media_deleted``): ``getResponse`` keeps answering with the same
+  items, whose links had already expired (``410 Gone``).
+* A storage error leaves the task due and the next pass retries it; a missing object counts as
+  deleted. Several processes may sweep (API replicas): deleting twice is harmless.
+* ``media_grace_seconds = -1`` keeps everything (no sweeper runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from wanflash.jobs.source import JobSource, TaskRecord
+from wanflash.observability.logs import task_context
+from wanflash.storage.base import ObjectStore, StorageUnavailable
+
+if TYPE_CHECKING:
+    from wanflash.config import Settings
+    from wanflash.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def task_keys(record: TaskRecord) -> list[str]:
+    """The storage keys that belong to this task alone: its outputs and its inputs."""
+    tu = record.task_uuid
+    own = (f"outputs/{tu}/", f"inputs/{tu}/")
+    keys = [r.get("key") for r in record.results or []] + [record.spec.image_key, record.spec.audio_key]
+    return [k for k in keys if isinstance(k, str) and k.startswith(own)]
+
+
+class MediaSweeper:
+    """A periodic pass next to the webhook outbox: ``run_once`` deletes everything due now."""
+
+    def __init__(self, store: JobSource, storage: ObjectStore, *, default_ttl: int, grace: float,
+                 interval: float = 300.0, batch: int = 200, metrics: "Metrics | None" = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.storage = storage
+        self.default_ttl = default_ttl
+        self.grace = grace
+        self.interval = interval
+        self.batch = batch
+        self.metrics = metrics
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-media-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:  # the first pass runs at start-up: what expired while the service was down goes first
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("media sweep failed")
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> int:
+        """Delete the media of every task due now; returns how many tasks were swept."""
+        swept = 0
+        while True:
+            due = await asyncio.to_thread(self.store.media_due, self.clock(), default_ttl=self.default_ttl,
+                                          grace=self.grace, limit=self.batch)
+            done = await asyncio.to_thread(self._sweep, due)
+            swept += done
+            if len(due) < self.batch or done == 0:  # nothing left, or the storage is failing: next pass
+                return swept
+
+    def _sweep(self, records: list[TaskRecord]) -> int:
+        done = 0
+        for record in records:
+            with task_context(record.task_uuid):
+                try:
+                    for key in task_keys(record):
+                        with contextlib.suppress(FileNotFoundError):
+                            self.storage.delete(key)
+                except (StorageUnavailable, OSError) as exc:
+                    log.warning("media of task %s not deleted yet: %s", record.task_uuid, exc)
+                    continue
+                self.store.media_deleted(record.task_uuid)
+                log.info("deleted the media of task %s (links expired)", record.task_uuid)
+            done += 1
+            if self.metrics is not None:
+                self.metrics.media_deleted.inc()
+        return done
+
+
+def build(settings: "Settings", store: JobSource, storage: ObjectStore,
+          metrics: "Metrics | None" = None) -> MediaSweeper | None:
+    """The sweeper the settings ask for (not yet started), or None with ``media_grace_seconds = -1``."""
+    if settings.media_grace_seconds < 0:
+        return None
+    return MediaSweeper(store, storage, default_ttl=settings.default_ttl_seconds,
+                        grace=settings.media_grace_seconds, interval=settings.media_sweep_seconds, metrics=metrics)
