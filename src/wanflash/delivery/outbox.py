@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wanflash.delivery.background import BackgroundLoop
 from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
@@ -79,8 +80,10 @@ def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Ca
     return render
 
 
-class OutboxDeliverer:
+class OutboxDeliverer(BackgroundLoop):
     """The delivery loop: an asyncio task next to the supervisor."""
+
+    task_name = "wanflash-webhooks"
 
     def __init__(self, store: JobSource, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
                  poll_seconds: float = 0.5, rng: Callable[[], float] = random.random,
@@ -95,18 +98,7 @@ class OutboxDeliverer:
         self._one_shot = WebhookSender(sender.secret, allow_loopback=sender.allow_loopback,
                                        schedule=RetrySchedule(max_attempts=1),
                                        attempt_timeout_s=sender.attempt_timeout_s, resolver=sender.resolver)
-        self._task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-webhooks")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from wanflash.delivery.background import BackgroundLoop
 from wanflash.jobs.source import JobSource, TaskRecord
 from wanflash.observability.logs import task_context
 from wanflash.storage.base import ObjectStore, StorageUnavailable
@@ -44,8 +45,10 @@ def task_keys(record: TaskRecord) -> list[str]:
     return [k for k in keys if isinstance(k, str) and k.startswith(own)]
 
 
-class MediaSweeper:
+class MediaSweeper(BackgroundLoop):
     """A periodic pass next to the webhook outbox: ``run_once`` deletes everything due now."""
+
+    task_name = "wanflash-media-sweeper"
 
     def __init__(self, store: JobSource, storage: ObjectStore, *, default_ttl: int, grace: float,
                  interval: float = 300.0, batch: int = 200, metrics: "Metrics | None" = None,
@@ -58,17 +61,6 @@ class MediaSweeper:
         self.batch = batch
         self.metrics = metrics
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wanflash-media-sweeper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _loop(self) -> None:
         while True:  # the first pass runs at start-up: what expired while the service was down goes first
