@@ -1,7 +1,9 @@
 """Distributed mode end to end: ``wanflash migrate``, one ``wanflash api`` and two ``wanflash worker``
 processes over a real PostgreSQL on loopback. Ten tasks go in over REST; one worker (its whole
 process group, like a crashed node) is SIGKILLed while it runs a task; every task still completes
-exactly once: one success result each, one webhook each, one stored output each."""
+exactly once: one success result each, one webhook each, one stored output each. A second test
+runs an API and a worker over PostgreSQL and S3 (s3rver): the worker reads the inputs the API put
+in the bucket, stores its output there, and every link it renders is a presigned S3 GET."""
 
 from __future__ import annotations
 
@@ -17,12 +19,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import base64
+import io
+
 import httpx
 import psycopg
+from PIL import Image
 
 from tests.api.support import API_KEY
 from tests.delivery.receiver import receiver
 from tests.jobs.pgserver import PgServer
+from tests.storage.conftest import S3Server, s3_server  # noqa: F401  (the fixture, shared)
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "tests.worker.fixture_pipelines:paced"  # 10 steps x 0.1 s per job
@@ -141,3 +148,76 @@ def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_pa
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()
+
+
+def _wait_api(base: str, api: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=1).json().get("role") == "api":
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and api.poll() is None, "API did not start"
+        time.sleep(0.1)
+
+
+def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    db = pg_server.create_database()
+    port = free_port()
+    s3 = {f"WANFLASH_{k.upper()}": str(v) for k, v in s3_server.settings_kw().items()}
+    # Separate data dirs: nothing reaches the worker through a shared disk, only through S3 and PostgreSQL.
+    common = {**os.environ, **s3, "WANFLASH_DATABASE_URL": db, "WANFLASH_API_KEYS": API_KEY,
+              "WANFLASH_ALLOW_LOOPBACK_FETCH": "true", "WANFLASH_PORT": str(port),
+              "WANFLASH_PUBLIC_URL": f"http://127.0.0.1:{port}", "WANFLASH_URL_SECRET": "s" * 32,
+              "WANFLASH_EXECUTOR": "inprocess"}
+    api_env = {**common, "WANFLASH_DATA_DIR": str(tmp_path / "api")}
+    worker_env = {**common, "WANFLASH_DATA_DIR": str(tmp_path / "worker")}
+    assert run_cli(api_env, "migrate", stdout=subprocess.DEVNULL).wait(60) == 0
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 320), (200, 40, 40)).save(buf, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api = run_cli(api_env, "api", stderr=open(tmp_path / "api.log", "ab"))
+        procs.append(api)
+        procs.append(run_cli(worker_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
+                             start_new_session=True, stderr=open(tmp_path / "w.log", "ab")))
+        base = f"http://127.0.0.1:{port}"
+        _wait_api(base, api)
+        with receiver() as hooks:
+            tu = str(uuid.uuid4())
+            reply = post(base + "/v1", [{"taskType": "videoInference", "taskUUID": tu, "model": "alibaba:wan@2.6-flash",
+                                         "positivePrompt": "over s3", "resolution": "720p", "duration": 2,
+                                         "inputs": {"frameImages": [{"image": image}]},
+                                         "providerSettings": {"alibaba": {"audio": False}},
+                                         "webhookURL": hooks.url + "/hook"}])
+            assert reply.get("data") == [{"taskType": "videoInference", "taskUUID": tu}], reply
+            deadline = time.monotonic() + 60
+            while True:
+                r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
+                assert not r.get("errors"), (r, (tmp_path / "w.log").read_text()[-3000:])
+                if r["data"][0].get("status") == "success":
+                    break
+                assert time.monotonic() < deadline, "the task did not finish"
+                time.sleep(0.2)
+            deadline = time.monotonic() + 15
+            while not hooks.requests and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert hooks.requests, "no webhook"
+            hooked = json.loads(hooks.requests[0].body)
+        (item,) = r["data"]
+        for url in (item["videoURL"], hooked["videoURL"]):
+            assert url.startswith(s3_server.endpoint) and "X-Amz-Signature=" in url, url
+            got = httpx.get(url, timeout=10)
+            assert got.status_code == 200 and got.content[4:8] == b"ftyp"  # an MP4, served by S3
+        assert not (tmp_path / "worker" / "media").exists()  # nothing went to the worker's local disk
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()

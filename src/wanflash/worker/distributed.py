@@ -147,18 +147,20 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
     """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
     from wanflash.delivery.outbox import make_renderer
     from wanflash.jobs.source import open_job_source
-    from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
+    from wanflash.storage import create_store
+    from wanflash.storage.links import MediaLinks
+    from wanflash.storage.local import UrlSigner, load_or_create_secret
     from wanflash.worker.executor import create_executor
     from wanflash.worker.supervisor import Supervisor
 
-    data_dir = Path(settings.data_dir)
     source = open_job_source(settings)
-    signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
+    storage = create_store(settings)  # the API's store: S3, or a data dir shared with the API
+    links = MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
     # Terminal transitions render their webhook messages here, in the transaction; `wanflash api` sends them.
-    source.set_outbox_renderer(make_renderer(lambda key, exp: settings.base_url + signer.sign(key, exp),
+    # Their links are the ones getResponse gives: presigned S3 GETs, or the API's signed /media links.
+    source.set_outbox_renderer(make_renderer(lambda key, exp: links.url(key, exp, settings.base_url),
                                              settings.default_ttl_seconds))
-    supervisor = Supervisor(settings, source, LocalStore(data_dir / "media"),
-                            create_executor(settings, pipeline_factory))
+    supervisor = Supervisor(settings, source, storage, create_executor(settings, pipeline_factory))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
