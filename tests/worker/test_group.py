@@ -33,10 +33,11 @@ from wanflash.worker.group import GroupRunner, run_group, default_source, superv
 pytest.importorskip("torch")
 
 
-def spec(prompt: str, *, image_key: str | None = None, seed: int = 11) -> JobSpec:
+def spec(prompt: str, *, image_key: str | None = None, seed: int = 11, webhook_url: str | None = None) -> JobSpec:
     return JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile="tiny", positive_prompt=prompt,
                    width=64, height=48, resolution_class="720p", duration=1, fps=8, num_frames=8,
-                   image_key=image_key, seeds=[seed], audio=False, prompt_extend=False, cost=0.0)
+                   image_key=image_key, seeds=[seed], audio=False, prompt_extend=False, cost=0.0,
+                   webhook_url=webhook_url)
 
 
 def rows(data: Path, rank: int, task: str) -> list[dict[str, Any]]:
@@ -81,7 +82,7 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
     # 1. A normal job with a start image: same spec and image on both ranks, one stored output.
     png = io.BytesIO()
     Image.new("RGB", (40, 30), (10, 200, 30)).save(png, format="PNG")
-    a = spec("a green card", image_key="inputs/a/image.png")
+    a = spec("a green card", image_key="inputs/a/image.png", webhook_url="http://127.0.0.1:9/hook")
     LocalStore(data / "media").put_bytes("inputs/a/image.png", png.getvalue())
     store.insert(a)
     rec = wait_for("job a", lambda: done(a.task_uuid), timeout=90)
@@ -92,6 +93,9 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
     seen0, seen1 = rows(data, 0, a.task_uuid), rows(data, 1, a.task_uuid)
     assert seen0[0] == seen1[0] == {"task": a.task_uuid, "seeds": [11], "prompt": "a green card", "image": [40, 30]}
     assert [r["step"] for r in seen0[1:]] == [r["step"] for r in seen1[1:]] == [1, 2]
+    # The leader queued the webhook in the completing transaction, linking to the stored output.
+    (hook,) = store.outbox_rows(a.task_uuid)  # type: ignore[attr-defined]
+    assert f"/media/{result['key']}?" in json.loads(hook["body"])["videoURL"]
 
     # 2. Cancel while running: only rank 0 learns it, yet both ranks stop after the same step.
     b = spec("a slow cancelled one")

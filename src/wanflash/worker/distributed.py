@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
+    from wanflash.jobs.source import JobSource
+    from wanflash.storage.base import ObjectStore
 
 log = logging.getLogger("wanflash.worker")
 
@@ -143,24 +145,32 @@ class _Parent:
         return 0
 
 
-async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
-    """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
+def worker_media(settings: "Settings", source: "JobSource") -> "ObjectStore":
+    """What a worker process needs for outputs: the configured media store (the API's: S3, or a data
+    dir shared with it), and ``source`` set to render webhook messages at each terminal transition,
+    in that transaction (``wanflash api`` sends them), with the links ``getResponse`` gives:
+    presigned S3 GETs, or the API's signed ``/media`` links."""
     from wanflash.delivery.outbox import make_renderer
-    from wanflash.jobs.source import open_job_source
     from wanflash.storage import create_store
     from wanflash.storage.links import MediaLinks
     from wanflash.storage.local import UrlSigner, load_or_create_secret
+
+    storage = create_store(settings)
+    links = MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
+    source.set_outbox_renderer(make_renderer(lambda key, exp: links.url(key, exp, settings.base_url),
+                                             settings.default_ttl_seconds))
+    return storage
+
+
+async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
+    """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
+    from wanflash.jobs.source import open_job_source
     from wanflash.worker.executor import create_executor
     from wanflash.worker.supervisor import Supervisor
 
     source = open_job_source(settings)
-    storage = create_store(settings)  # the API's store: S3, or a data dir shared with the API
-    links = MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
-    # Terminal transitions render their webhook messages here, in the transaction; `wanflash api` sends them.
-    # Their links are the ones getResponse gives: presigned S3 GETs, or the API's signed /media links.
-    source.set_outbox_renderer(make_renderer(lambda key, exp: links.url(key, exp, settings.base_url),
-                                             settings.default_ttl_seconds))
-    supervisor = Supervisor(settings, source, storage, create_executor(settings, pipeline_factory))
+    supervisor = Supervisor(settings, source, worker_media(settings, source),
+                            create_executor(settings, pipeline_factory))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

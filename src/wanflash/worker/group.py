@@ -167,12 +167,12 @@ class LeaderExecutor:
 async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipeline", source: str) -> None:
     from wanflash.pipelines.prompt_extend import create_extender
     from wanflash.pipelines.safety import create_checker
-    from wanflash.storage import create_store
+    from wanflash.worker.distributed import worker_media
     from wanflash.worker.supervisor import Supervisor
 
     store = resolve_factory(source)(settings)  # type: ignore[arg-type]
     executor = LeaderExecutor(comm, pipeline, create_extender(settings), create_checker(settings))
-    supervisor = Supervisor(settings, store, create_store(settings), executor,  # type: ignore[arg-type]
+    supervisor = Supervisor(settings, store, worker_media(settings, store), executor,  # type: ignore[arg-type]
                             release_orphans=False)
     supervisor.start()
     await asyncio.Event().wait()  # until the parent terminates this process
