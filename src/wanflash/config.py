@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     playground: bool = False  # the web page at "/" (`make run` turns it on)
     log_json: bool = False  # one JSON object per log line, with taskUUID on lines about a task
     metrics: bool = True  # Prometheus text at /metrics
+    # `wanflash worker`: slot (or group) i serves its Prometheus metrics on this port + i, on `host`
+    # (stages, GPU memory, executor state); unset = none.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_token: str | None = Field(
         default=None, description="when set, /metrics requires Authorization: Bearer <token>"
     )

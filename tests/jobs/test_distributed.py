@@ -172,7 +172,9 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
               "WANFLASH_PUBLIC_URL": f"http://127.0.0.1:{port}", "WANFLASH_URL_SECRET": "s" * 32,
               "WANFLASH_EXECUTOR": "inprocess"}
     api_env = {**common, "WANFLASH_DATA_DIR": str(tmp_path / "api")}
-    worker_env = {**common, "WANFLASH_DATA_DIR": str(tmp_path / "worker")}
+    metrics_port = free_port()
+    worker_env = {**common, "WANFLASH_DATA_DIR": str(tmp_path / "worker"),
+                  "WANFLASH_WORKER_METRICS_PORT": str(metrics_port), "WANFLASH_METRICS_TOKEN": "mt"}
     assert run_cli(api_env, "migrate", stdout=subprocess.DEVNULL).wait(60) == 0
     buf = io.BytesIO()
     Image.new("RGB", (320, 320), (200, 40, 40)).save(buf, format="PNG")
@@ -212,6 +214,13 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
             got = httpx.get(url, timeout=10)
             assert got.status_code == 200 and got.content[4:8] == b"ftyp"  # an MP4, served by S3
         assert not (tmp_path / "worker" / "media").exists()  # nothing went to the worker's local disk
+        # The worker serves its own metrics (slot 0: the configured port), behind the metrics token.
+        scrape = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert httpx.get(scrape, timeout=5).status_code == 401
+        text = httpx.get(scrape, headers={"Authorization": "Bearer mt"}, timeout=5).text
+        assert 'wanflash_stage_duration_seconds_count{stage="upload"} 1.0' in text
+        assert 'wanflash_executor_state{state="ready"} 1.0' in text
+        assert "wanflash_queue_depth" not in text  # the API reports the queue
     finally:
         for p in procs:
             if p.poll() is None:

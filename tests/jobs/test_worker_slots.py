@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from tests.jobs.pgserver import PgServer
-from wanflash.worker.distributed import parse_gpus
+from wanflash.config import Settings
+from wanflash.worker.distributed import for_slot, parse_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,12 @@ def test_parse_gpus() -> None:
 
 def slots(d: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in d.glob("*")} if d.exists() else {}
+
+
+def test_each_slot_gets_its_own_metrics_port() -> None:
+    base = Settings(worker_metrics_port=9400)
+    assert [for_slot(base, i).worker_metrics_port for i in range(3)] == [9400, 9401, 9402]
+    assert for_slot(Settings(), 2).worker_metrics_port is None  # unset: no metrics server anywhere
 
 
 def test_one_slot_per_gpu_with_its_device_and_restart(pg_server: PgServer, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -58,7 +60,11 @@ def wait_for(what: str, cond: Any, timeout: float = 60.0) -> Any:
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[tuple[Settings, GroupRunner]]:
-    settings = Settings(data_dir=tmp_path, lease_seconds=2.0, heartbeat_seconds=0.3, max_attempts=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, lease_seconds=2.0, heartbeat_seconds=0.3, max_attempts=3,
+                        worker_metrics_port=port)
     runner = GroupRunner(settings, ["cpu", "cpu"], factory="tests.worker.fixture_pipelines:rank_recorder")
     stop = threading.Event()
     thread = threading.Thread(target=supervise, args=([runner], stop, 0.2), daemon=True)
@@ -96,6 +102,9 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
     # The leader queued the webhook in the completing transaction, linking to the stored output.
     (hook,) = store.outbox_rows(a.task_uuid)  # type: ignore[attr-defined]
     assert f"/media/{result['key']}?" in json.loads(hook["body"])["videoURL"]
+    # The leader serves the group's metrics on the group's port.
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=5).text
+    assert 'wanflash_stage_duration_seconds_count{stage="upload"} 1.0' in text
 
     # 2. Cancel while running: only rank 0 learns it, yet both ranks stop after the same step.
     b = spec("a slow cancelled one")

@@ -10,14 +10,13 @@ document is public: it describes the protocol, nothing about this server's data.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from wanflash.api.openapi import openapi_document
-from wanflash.observability.metrics import CONTENT_TYPE
+from wanflash.observability.metrics import CONTENT_TYPE, bearer_ok
 
 if TYPE_CHECKING:
     from wanflash.api.app import Services
@@ -29,13 +28,9 @@ def _services(request: Request) -> "Services":
 
 async def metrics(request: Request) -> Response:
     svc = _services(request)
-    token = svc.settings.metrics_token
-    if token:
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return Response("unauthorized\n", status_code=401, media_type="text/plain",
-                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if not bearer_ok(request.headers.get("authorization"), svc.settings.metrics_token):
+        return Response("unauthorized\n", status_code=401, media_type="text/plain",
+                        headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     body = await asyncio.to_thread(svc.metrics.render)  # the store is read at scrape time
     return Response(body, media_type=CONTENT_TYPE)
 

@@ -18,10 +18,16 @@ tests). What is measured, and where:
   last job (``allocated``, ``reserved``, ``peak_allocated`` in that job, ``device_used``,
   ``device_total``). Absent on machines without a GPU.
 * ``wanflash_executor_state{state}``: 1 for the executor's current state.
+* ``wanflash_media_deleted_tasks_total``: tasks whose media the sweeper deleted.
+
+``wanflash worker`` processes have no web app: :func:`serve_metrics` exposes a worker's registry
+(stages, GPU memory, executor state; the queue is the API's to report) on a port of its own.
 """
 
 from __future__ import annotations
 
+import hmac
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -33,6 +39,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -53,18 +60,19 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class _StoreCollector(Collector):
     """Queue depth, tasks by state and executor state, computed when scraped."""
 
-    def __init__(self, store: "JobSource", executor_state: Callable[[], str] | None) -> None:
+    def __init__(self, store: "JobSource | None", executor_state: Callable[[], str] | None) -> None:
         self.store = store
         self.executor_state = executor_state
 
     def collect(self) -> Iterable[Metric]:
-        counts = self.store.counts()
-        yield GaugeMetricFamily("wanflash_queue_depth", "Tasks queued and not yet claimed by a worker.",
-                                value=counts.get(TaskState.QUEUED.value, 0))
-        by_state = GaugeMetricFamily("wanflash_tasks", "Tasks in the task store, by state.", labels=["state"])
-        for state in TaskState:
-            by_state.add_metric([state.value], counts.get(state.value, 0))
-        yield by_state
+        if self.store is not None:
+            counts = self.store.counts()
+            yield GaugeMetricFamily("wanflash_queue_depth", "Tasks queued and not yet claimed by a worker.",
+                                    value=counts.get(TaskState.QUEUED.value, 0))
+            by_state = GaugeMetricFamily("wanflash_tasks", "Tasks in the task store, by state.", labels=["state"])
+            for state in TaskState:
+                by_state.add_metric([state.value], counts.get(state.value, 0))
+            yield by_state
         if self.executor_state is not None:
             current = self.executor_state()
             ex = GaugeMetricFamily("wanflash_executor_state", "1 for the executor's current state.",
@@ -94,7 +102,9 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome)
 
-    def watch_store(self, store: "JobSource", executor_state: Callable[[], str] | None = None) -> None:
+    def watch_store(self, store: "JobSource | None", executor_state: Callable[[], str] | None = None) -> None:
+        """Report the store's queue and task counts (``None``: not this process's to report) and the
+        executor's state, read at scrape time."""
         self.registry.register(_StoreCollector(store, executor_state))
 
     def observe_stage(self, stage: str, seconds: float) -> None:
@@ -144,3 +154,41 @@ class StageClock:
 
     def finish(self) -> None:
         self.begin(None)
+
+
+def bearer_ok(authorization: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (always, with no token set)."""
+    if not token:
+        return True
+    auth = authorization or ""
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int, token: str | None = None) -> Callable[[], None]:
+    """Serve ``metrics`` as Prometheus text on ``host:port`` from a daemon thread, behind the same
+    bearer token as the API's ``/metrics``; returns a function that stops it."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    app = make_wsgi_app(metrics.registry)
+
+    def guarded(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+        if not bearer_ok(str(environ.get("HTTP_AUTHORIZATION", "")), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="metrics"')])
+            return [b"unauthorized\n"]
+        return app(environ, start_response)  # type: ignore[arg-type]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = make_server(host, port, guarded, handler_class=Quiet)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True,
+                     name="wanflash-metrics").start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop

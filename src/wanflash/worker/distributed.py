@@ -33,9 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wanflash.config import Settings
     from wanflash.jobs.source import JobSource
+    from wanflash.observability.metrics import Metrics
     from wanflash.storage.base import ObjectStore
+    from wanflash.worker.executor import Executor
 
 log = logging.getLogger("wanflash.worker")
 
@@ -98,7 +102,7 @@ class _Parent:
     def _spawn(self, gpu: str) -> subprocess.Popen[bytes]:
         from wanflash.config import child_environment
 
-        settings = self.settings
+        settings = for_slot(self.settings, self.gpus.index(gpu))
         if gpu == "cpu" and settings.device == "auto":
             settings = settings.model_copy(update={"device": "cpu"})
         cmd = [sys.executable, "-m", "wanflash.worker.distributed", "--slot", gpu, "--parent", str(os.getpid())]
@@ -162,6 +166,27 @@ def worker_media(settings: "Settings", source: "JobSource") -> "ObjectStore":
     return storage
 
 
+def worker_metrics(settings: "Settings", executor: "Executor") -> "tuple[Metrics | None, Callable[[], None]]":
+    """A worker process's metrics, served on ``settings.worker_metrics_port`` (the parent gives each
+    slot or group its own port), and the function that stops serving them; ``(None, no-op)`` unset."""
+    if settings.worker_metrics_port is None:
+        return None, lambda: None
+    from wanflash.observability.metrics import Metrics, serve_metrics
+
+    metrics = Metrics()
+    metrics.watch_store(None, lambda: executor.state)  # the queue is the API's to report
+    stop = serve_metrics(metrics, settings.host, settings.worker_metrics_port, settings.metrics_token)
+    log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+    return metrics, stop
+
+
+def for_slot(settings: "Settings", index: int) -> "Settings":
+    """The settings of slot (or group) ``index``: its own metrics port."""
+    if settings.worker_metrics_port is None:
+        return settings
+    return settings.model_copy(update={"worker_metrics_port": settings.worker_metrics_port + index})
+
+
 async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
     """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
     from wanflash.jobs.source import open_job_source
@@ -169,8 +194,9 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
     from wanflash.worker.supervisor import Supervisor
 
     source = open_job_source(settings)
-    supervisor = Supervisor(settings, source, worker_media(settings, source),
-                            create_executor(settings, pipeline_factory))
+    executor = create_executor(settings, pipeline_factory)
+    metrics, stop_metrics = worker_metrics(settings, executor)
+    supervisor = Supervisor(settings, source, worker_media(settings, source), executor, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -192,6 +218,7 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
         with contextlib.suppress(asyncio.CancelledError):
             await watch
         await supervisor.stop()
+        stop_metrics()
         await asyncio.to_thread(source.close)
 
 

@@ -167,13 +167,14 @@ class LeaderExecutor:
 async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipeline", source: str) -> None:
     from wanflash.pipelines.prompt_extend import create_extender
     from wanflash.pipelines.safety import create_checker
-    from wanflash.worker.distributed import worker_media
+    from wanflash.worker.distributed import worker_media, worker_metrics
     from wanflash.worker.supervisor import Supervisor
 
     store = resolve_factory(source)(settings)  # type: ignore[arg-type]
     executor = LeaderExecutor(comm, pipeline, create_extender(settings), create_checker(settings))
+    metrics, _ = worker_metrics(settings, executor)  # type: ignore[arg-type]  (served until the process ends)
     supervisor = Supervisor(settings, store, worker_media(settings, store), executor,  # type: ignore[arg-type]
-                            release_orphans=False)
+                            release_orphans=False, metrics=metrics)
     supervisor.start()
     await asyncio.Event().wait()  # until the parent terminates this process
 
@@ -334,8 +335,10 @@ def run_group(settings: "Settings", gpus: list[str], group_size: int, *, factory
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runners = [GroupRunner(settings, gpus[i:i + group_size], factory=factory or DEFAULT_FACTORY,
-                           job_source=job_source or DEFAULT_SOURCE)
+    from wanflash.worker.distributed import for_slot
+
+    runners = [GroupRunner(for_slot(settings, i // group_size), gpus[i:i + group_size],
+                           factory=factory or DEFAULT_FACTORY, job_source=job_source or DEFAULT_SOURCE)
                for i in range(0, len(gpus), group_size)]
     try:
         supervise(runners, stop)
