@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # A finished task's inputs and outputs are deleted this long after its links expire (finished +
     # ttl); -1 keeps them forever. media_sweep_seconds: how often the API process looks.
     media_grace_seconds: int = Field(default=3600, ge=-1)
+    # imageUpload/mediaStorage objects are deleted this long after their last use by a task (or their
+    # upload, if never used), as Runware does after 30 days; -1 keeps them.
+    upload_retention_seconds: int = Field(default=30 * 86400, ge=-1)
     media_sweep_seconds: float = Field(default=300.0, gt=0)
 
     # -- inputs and limits

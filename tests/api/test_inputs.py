@@ -1,5 +1,6 @@
 """What the API stores for an input image: the original bytes when a plain decode already gives the
-normalised pixels (nothing to re-encode on the submit path), a normalised PNG otherwise."""
+normalised pixels (nothing to re-encode on the submit path), a normalised PNG otherwise; and an
+imageUUID reference, which counts as a use of the upload."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.api.support import make_settings
@@ -64,3 +66,27 @@ def test_an_exif_rotated_jpeg_is_stored_upright(tmp_path: Path) -> None:
     key, stored, view = store(tmp_path, data)
     assert key == "inputs/t/image.png" and stored != data
     assert view.size == (48, 64)  # the worker sees the displayed orientation
+
+
+def test_an_upload_reference_counts_as_a_use_and_a_swept_one_is_a_clear_error(tmp_path: Path) -> None:
+    from wanflash.errors import InvalidRequest
+    from wanflash.jobs.service import JobService
+    from wanflash.jobs.store import TaskStore
+
+    db = TaskStore(tmp_path / "db.sqlite")
+    storage = LocalStore(tmp_path / "media")
+    resolver = InputResolver(make_settings(tmp_path), JobService(db), storage)
+    png = encoded(gradient(), "PNG")
+    storage.put_bytes("uploads/u.png", png)
+    db.add_upload("0b0c7f3e-5a3e-4d8e-9a57-0c1f6a0b9e11", "image", "uploads/u.png", "image/png", now=0)
+    ref = "0b0c7f3e-5a3e-4d8e-9a57-0c1f6a0b9e11"
+
+    assert asyncio.run(resolver._bytes(ref, WHERE)) == png
+    assert db.uploads_due(1000) == []  # used just now: its 30 days start again
+
+    storage.delete("uploads/u.png")  # swept between the lookup and the read
+    with pytest.raises(InvalidRequest) as caught:
+        asyncio.run(resolver._bytes(ref, WHERE))
+    (err,) = caught.value.errors
+    assert err.parameter == WHERE.parameter and "No uploaded image or media" in err.message
+    db.close()

@@ -112,13 +112,32 @@ async def test_a_pass_works_through_every_batch(store: TaskStore, media: LocalSt
     assert await sweeper.run_once() == 5 and files(media) == []
 
 
+async def test_uploads_go_after_the_retention_since_last_use(store: TaskStore, media: LocalStore) -> None:
+    day = 86400
+    for name, created in (("unused", 0), ("reused", 0), ("recent", 20 * day)):
+        media.put_bytes(f"uploads/{name}.png", b"png")
+        store.add_upload(name, "image", f"uploads/{name}.png", "image/png", now=created)
+    store.touch_upload("reused", now=25 * day)  # a task referenced it on day 25
+    metrics = Metrics()
+    sweeper = MediaSweeper(store, media, default_ttl=3600, grace=None, upload_retention=30 * day, metrics=metrics,
+                           clock=lambda: 31 * day)
+    assert await sweeper.run_once() == 1
+    assert files(media) == ["uploads/recent.png", "uploads/reused.png"]
+    assert store.get_upload("unused") is None and store.get_upload("reused") is not None
+    assert metrics.uploads_deleted._value.get() == 1
+    sweeper.clock = lambda: 56 * day
+    assert await sweeper.run_once() == 2 and files(media) == []
+
+
 def test_settings_choose_the_sweeper(tmp_path: Path) -> None:
     store = TaskStore(tmp_path / "db.sqlite")
     media = LocalStore(tmp_path / "media")
-    assert build(Settings(data_dir=tmp_path, media_grace_seconds=-1), store, media) is None
+    assert build(Settings(data_dir=tmp_path, media_grace_seconds=-1, upload_retention_seconds=-1), store, media) is None
     s = build(Settings(data_dir=tmp_path, media_grace_seconds=7, media_sweep_seconds=9, default_ttl_seconds=99),
               store, media)
-    assert s is not None and (s.grace, s.interval, s.default_ttl) == (7, 9, 99)
+    assert s is not None and (s.grace, s.interval, s.default_ttl, s.upload_retention) == (7, 9, 99, 30 * 86400)
+    s = build(Settings(data_dir=tmp_path, media_grace_seconds=-1), store, media)
+    assert s is not None and s.grace is None  # uploads only
     store.close()
 
 

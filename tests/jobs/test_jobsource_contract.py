@@ -255,6 +255,18 @@ def test_media_is_due_once_links_expire_plus_grace(src: JobSource) -> None:
     assert rec and rec.state is TaskState.SUCCEEDED
 
 
+def test_uploads_are_due_from_their_last_use(src: JobSource) -> None:
+    src.add_upload("old", "image", "uploads/old.png", "image/png", now=100)
+    src.add_upload("used", "image", "uploads/used.png", "image/png", now=100)
+    src.add_upload("new", "image", "uploads/new.png", "image/png", now=500)
+    src.touch_upload("used", now=900)  # a task referenced it
+    assert [u.upload_uuid for u in src.uploads_due(499)] == ["old"]
+    assert [u.upload_uuid for u in src.uploads_due(10**9)] == ["old", "new", "used"]
+    assert [u.upload_uuid for u in src.uploads_due(10**9, limit=1)] == ["old"]
+    src.delete_upload("old")
+    assert src.get_upload("old") is None and [u.key for u in src.uploads_due(600)] == ["uploads/new.png"]
+
+
 def test_keys_and_uploads_are_shared(adapter: Adapter) -> None:
     a, b = adapter.make(), adapter.make()
     a.add_key("k1", "h1")

@@ -69,9 +69,15 @@ class InputResolver:
         ref = ref.strip()
         if _UUID.match(ref):
             upload = await self.jobs.get_upload(ref.lower())
+            missing = _fail(where, f"No uploaded image or media with UUID '{ref}' exists on this server "
+                                   "(uploads are deleted after a period without use).")
             if upload is None:
-                raise _fail(where, f"No uploaded image or media with UUID '{ref}' exists on this server.")
-            return await asyncio.to_thread(self.storage.read_bytes, upload.key)
+                raise missing
+            await self.jobs.touch_upload(upload.upload_uuid)  # retention counts from the last use
+            try:
+                return await asyncio.to_thread(self.storage.read_bytes, upload.key)
+            except FileNotFoundError:  # swept between the lookup and the read
+                raise missing from None
         low = ref[:16].lower()
         if low.startswith(("http://", "https://")):
             try:

@@ -1,4 +1,4 @@
-"""Media lifetime: a finished task's stored inputs and outputs are deleted once nobody can fetch them.
+"""Media lifetime: stored inputs, outputs and uploads are deleted once nobody can or will fetch them.
 
 Guarantees:
 
@@ -8,12 +8,16 @@ Guarantees:
   the expiry finish and resume (an open file outlives its unlink; a Range request does not).
 * Only the task's own objects go: its result files (``outputs/<taskUUID>/``) and its inputs
   (``inputs/<taskUUID>/``). Uploads (``imageUpload``, ``mediaStorage``) are referenced by UUID from
-  any number of tasks and are kept.
+  any number of tasks, so they have their own clock: each is deleted
+  ``settings.upload_retention_seconds`` (30 days, Runware's figure) after its last use by a task,
+  or after its upload if no task used it. The object goes first, then the index row, so a crash in
+  between leaves a row whose next sweep finishes the job, never an object nobody can reach.
 * The task row stays, marked (``media_deleted``): ``getResponse`` keeps answering with the same
   items, whose links had already expired (``410 Gone``).
 * A storage error leaves the task due and the next pass retries it; a missing object counts as
   deleted. Several processes may sweep (API replicas): deleting twice is harmless.
-* ``media_grace_seconds = -1`` keeps everything (no sweeper runs).
+* ``media_grace_seconds = -1`` keeps task media, ``upload_retention_seconds = -1`` keeps uploads;
+  with both, no sweeper runs.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wanflash.delivery.background import BackgroundLoop
-from wanflash.jobs.source import JobSource, TaskRecord
+from wanflash.jobs.source import JobSource, TaskRecord, Upload
 from wanflash.observability.logs import task_context
 from wanflash.storage.base import ObjectStore, StorageUnavailable
 
@@ -50,13 +54,14 @@ class MediaSweeper(BackgroundLoop):
 
     task_name = "wanflash-media-sweeper"
 
-    def __init__(self, store: JobSource, storage: ObjectStore, *, default_ttl: int, grace: float,
-                 interval: float = 300.0, batch: int = 200, metrics: "Metrics | None" = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobSource, storage: ObjectStore, *, default_ttl: int, grace: float | None,
+                 upload_retention: float | None = None, interval: float = 300.0, batch: int = 200,
+                 metrics: "Metrics | None" = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.storage = storage
         self.default_ttl = default_ttl
-        self.grace = grace
+        self.grace = grace  # None: task media is kept
+        self.upload_retention = upload_retention  # None: uploads are kept
         self.interval = interval
         self.batch = batch
         self.metrics = metrics
@@ -73,15 +78,42 @@ class MediaSweeper(BackgroundLoop):
             await asyncio.sleep(self.interval)
 
     async def run_once(self) -> int:
-        """Delete the media of every task due now; returns how many tasks were swept."""
+        """Delete everything due now; returns how many tasks' media and uploads were deleted."""
+        swept = 0
+        if self.grace is not None:
+            grace = self.grace
+            swept += await self._drain(lambda: self.store.media_due(self.clock(), default_ttl=self.default_ttl,
+                                                                    grace=grace, limit=self.batch), self._sweep)
+        if self.upload_retention is not None:
+            retention = self.upload_retention
+            swept += await self._drain(lambda: self.store.uploads_due(self.clock() - retention, limit=self.batch),
+                                       self._sweep_uploads)
+        return swept
+
+    async def _drain(self, due: Callable[[], list[Any]], sweep: Callable[[list[Any]], int]) -> int:
         swept = 0
         while True:
-            due = await asyncio.to_thread(self.store.media_due, self.clock(), default_ttl=self.default_ttl,
-                                          grace=self.grace, limit=self.batch)
-            done = await asyncio.to_thread(self._sweep, due)
+            batch = await asyncio.to_thread(due)
+            done = await asyncio.to_thread(sweep, batch)
             swept += done
-            if len(due) < self.batch or done == 0:  # nothing left, or the storage is failing: next pass
+            if len(batch) < self.batch or done == 0:  # nothing left, or the storage is failing: next pass
                 return swept
+
+    def _sweep_uploads(self, uploads: list[Upload]) -> int:
+        done = 0
+        for up in uploads:
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    self.storage.delete(up.key)
+            except (StorageUnavailable, OSError) as exc:
+                log.warning("upload %s not deleted yet: %s", up.upload_uuid, exc)
+                continue
+            self.store.delete_upload(up.upload_uuid)
+            log.info("deleted upload %s (unused for the retention period)", up.upload_uuid)
+            done += 1
+            if self.metrics is not None:
+                self.metrics.uploads_deleted.inc()
+        return done
 
     def _sweep(self, records: list[TaskRecord]) -> int:
         done = 0
@@ -104,8 +136,10 @@ class MediaSweeper(BackgroundLoop):
 
 def build(settings: "Settings", store: JobSource, storage: ObjectStore,
           metrics: "Metrics | None" = None) -> MediaSweeper | None:
-    """The sweeper the settings ask for (not yet started), or None with ``media_grace_seconds = -1``."""
-    if settings.media_grace_seconds < 0:
+    """The sweeper the settings ask for (not yet started); None when both retentions are -1 (keep all)."""
+    grace = settings.media_grace_seconds if settings.media_grace_seconds >= 0 else None
+    uploads = settings.upload_retention_seconds if settings.upload_retention_seconds >= 0 else None
+    if grace is None and uploads is None:
         return None
-    return MediaSweeper(store, storage, default_ttl=settings.default_ttl_seconds,
-                        grace=settings.media_grace_seconds, interval=settings.media_sweep_seconds, metrics=metrics)
+    return MediaSweeper(store, storage, default_ttl=settings.default_ttl_seconds, grace=grace,
+                        upload_retention=uploads, interval=settings.media_sweep_seconds, metrics=metrics)

@@ -133,6 +133,8 @@ CREATE TABLE IF NOT EXISTS wanflash_uploads (
     content_type TEXT NOT NULL,
     created      DOUBLE PRECISION NOT NULL
 );
+ALTER TABLE wanflash_uploads ADD COLUMN IF NOT EXISTS last_used DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS wanflash_uploads_last_use ON wanflash_uploads ((COALESCE(last_used, created)));
 """
 
 _CANCELLED = "error_code='taskCancelled', error_message='The task was cancelled.'"
@@ -668,10 +670,24 @@ class PostgresJobSource:
         row = self._call(self._one, "SELECT COUNT(*) AS n FROM wanflash_api_keys WHERE revoked IS NULL")
         return int(row["n"]) if row else 0
 
-    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
+    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
+                   now: float | None = None) -> None:
         self._call(self._rowcount, "INSERT INTO wanflash_uploads (upload_uuid, kind, key, content_type, created) "
-                                   "VALUES (%s, %s, %s, %s, %s)", (upload_uuid, kind, key, content_type, time.time()))
+                                   "VALUES (%s, %s, %s, %s, %s)",
+                   (upload_uuid, kind, key, content_type, time.time() if now is None else now))
 
     def get_upload(self, upload_uuid: str) -> Upload | None:
         row = self._call(self._one, "SELECT * FROM wanflash_uploads WHERE upload_uuid=%s", (upload_uuid,))
         return None if row is None else Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
+
+    def touch_upload(self, upload_uuid: str, *, now: float | None = None) -> None:
+        self._call(self._rowcount, "UPDATE wanflash_uploads SET last_used=%s WHERE upload_uuid=%s",
+                   (time.time() if now is None else now, upload_uuid))
+
+    def uploads_due(self, before: float, *, limit: int = 200) -> list[Upload]:
+        rows = self._call(self._all, "SELECT * FROM wanflash_uploads WHERE COALESCE(last_used, created) <= %s "
+                                     "ORDER BY COALESCE(last_used, created) LIMIT %s", (before, limit))
+        return [Upload(r["upload_uuid"], r["kind"], r["key"], r["content_type"]) for r in rows]
+
+    def delete_upload(self, upload_uuid: str) -> None:
+        self._call(self._rowcount, "DELETE FROM wanflash_uploads WHERE upload_uuid=%s", (upload_uuid,))

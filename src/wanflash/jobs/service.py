@@ -102,6 +102,9 @@ class JobService:
     async def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
         await asyncio.to_thread(self.store.add_upload, upload_uuid, kind, key, content_type)
 
+    async def touch_upload(self, upload_uuid: str) -> None:
+        await asyncio.to_thread(self.store.touch_upload, upload_uuid)
+
     async def get_upload(self, upload_uuid: str) -> Upload | None:
         return await self._read(self.store.get_upload, upload_uuid)
 

@@ -181,6 +181,9 @@ class TaskStore:
         if "media_deleted" not in cols:
             self._db.execute("ALTER TABLE tasks ADD COLUMN media_deleted REAL")
         self._db.execute("CREATE INDEX IF NOT EXISTS tasks_media_due ON tasks (finished) WHERE media_deleted IS NULL")
+        if "last_used" not in {r["name"] for r in self._db.execute("PRAGMA table_info(uploads)").fetchall()}:
+            self._db.execute("ALTER TABLE uploads ADD COLUMN last_used REAL")
+        self._db.execute("CREATE INDEX IF NOT EXISTS uploads_last_use ON uploads (COALESCE(last_used, created))")
 
     def close(self) -> None:
         with self._lock:
@@ -514,9 +517,22 @@ class TaskStore:
 
     # -- upload index
 
-    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
+    def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
+                   now: float | None = None) -> None:
         self._write("INSERT INTO uploads (upload_uuid, kind, key, content_type, created) VALUES (?, ?, ?, ?, ?)",
-                    (upload_uuid, kind, key, content_type, time.time()))
+                    (upload_uuid, kind, key, content_type, time.time() if now is None else now))
+
+    def touch_upload(self, upload_uuid: str, *, now: float | None = None) -> None:
+        self._write("UPDATE uploads SET last_used=? WHERE upload_uuid=?",
+                    (time.time() if now is None else now, upload_uuid))
+
+    def uploads_due(self, before: float, *, limit: int = 200) -> list[Upload]:
+        rows = self._all("SELECT * FROM uploads WHERE COALESCE(last_used, created) <= ? "
+                         "ORDER BY COALESCE(last_used, created) LIMIT ?", (before, limit))
+        return [Upload(r["upload_uuid"], r["kind"], r["key"], r["content_type"]) for r in rows]
+
+    def delete_upload(self, upload_uuid: str) -> None:
+        self._write("DELETE FROM uploads WHERE upload_uuid=?", (upload_uuid,))
 
     def get_upload(self, upload_uuid: str) -> Upload | None:
         row = self._one("SELECT * FROM uploads WHERE upload_uuid=?", (upload_uuid,))

@@ -18,7 +18,8 @@ tests). What is measured, and where:
   last job (``allocated``, ``reserved``, ``peak_allocated`` in that job, ``device_used``,
   ``device_total``). Absent on machines without a GPU.
 * ``wanflash_executor_state{state}``: 1 for the executor's current state.
-* ``wanflash_media_deleted_tasks_total``: tasks whose media the sweeper deleted.
+* ``wanflash_media_deleted_tasks_total``, ``wanflash_uploads_deleted_total``: what the media
+  sweeper deleted (:mod:`wanflash.delivery.retention`).
 
 ``wanflash worker`` processes have no web app: :func:`serve_metrics` exposes a worker's registry
 (stages, GPU memory, executor state; the queue is the API's to report) on a port of its own.
@@ -94,6 +95,9 @@ class Metrics:
         self.media_deleted = Counter(
             "wanflash_media_deleted_tasks", "Finished tasks whose stored inputs and outputs were deleted "
             "after their links expired.", registry=self.registry)
+        self.uploads_deleted = Counter(
+            "wanflash_uploads_deleted", "imageUpload/mediaStorage objects deleted after a period without use.",
+            registry=self.registry)
         self.gpu_memory = Gauge(
             "wanflash_gpu_memory_bytes", "CUDA memory reported by the executor after its last job.",
             ["device", "kind"], registry=self.registry)
