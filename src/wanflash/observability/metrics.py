@@ -176,12 +176,12 @@ def serve_metrics(metrics: Metrics, host: str, port: int, token: str | None = No
 
     app = make_wsgi_app(metrics.registry)
 
-    def guarded(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
-        if not bearer_ok(str(environ.get("HTTP_AUTHORIZATION", "")), token):
+    def guarded(wsgi_env: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+        if not bearer_ok(str(wsgi_env.get("HTTP_AUTHORIZATION", "")), token):
             start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                                 ("WWW-Authenticate", 'Bearer realm="metrics"')])
             return [b"unauthorized\n"]
-        return app(environ, start_response)  # type: ignore[arg-type]
+        return app(wsgi_env, start_response)  # type: ignore[arg-type]
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
