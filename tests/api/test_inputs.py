@@ -90,3 +90,66 @@ def test_an_upload_reference_counts_as_a_use_and_a_swept_one_is_a_clear_error(tm
     (err,) = caught.value.errors
     assert err.parameter == WHERE.parameter and "No uploaded image or media" in err.message
     db.close()
+
+
+def _router(tmp_path: Path, submit_error: Exception | None) -> tuple[object, LocalStore]:
+    """A TaskRouter over real inputs storage and a job service whose submit fails with ``submit_error``."""
+    from wanflash.api.tasks import TaskRouter
+    from wanflash.pipelines.profiles import get_profile
+
+    class Jobs:
+        async def in_flight(self, key_hash: str) -> int:
+            return 0
+
+        async def exists(self, task_uuid: str) -> bool:
+            return False
+
+        async def submit(self, spec: object, **kw: object) -> None:
+            if submit_error is not None:
+                raise submit_error
+
+    settings = make_settings(tmp_path)
+    storage = LocalStore(tmp_path / "media")
+    jobs = Jobs()
+    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), None, get_profile("tiny"))  # type: ignore[arg-type]
+    return router, storage
+
+
+def _i2v(audio: str | None = None) -> dict[str, object]:
+    import uuid
+
+    png = base64.b64encode(encoded(gradient(), "PNG")).decode()
+    inputs: dict[str, object] = {"frameImages": [{"image": png}]}
+    if audio is not None:
+        inputs["audio"] = audio
+    return {"taskType": "videoInference", "taskUUID": str(uuid.uuid4()), "model": "alibaba:wan@2.6-flash",
+            "positivePrompt": "p", "resolution": "720p", "duration": 2, "inputs": inputs}
+
+
+def test_a_refused_submit_leaves_no_inputs_behind(tmp_path: Path) -> None:
+    from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
+
+    def stored(storage: LocalStore, task: dict[str, object]) -> list[Path]:
+        return sorted((storage.root / "inputs" / str(task["taskUUID"])).glob("*"))
+
+    # Refused at the insert (the key's in-flight cap, lost in a race): the stored image is removed.
+    router, storage = _router(tmp_path / "a", ServiceOverloaded("cap", retry_after=1.0))
+    task = _i2v()
+    reply = asyncio.run(router.handle(task, "http://h", "k"))  # type: ignore[attr-defined]
+    assert reply.status == 429 and stored(storage, task) == []
+    # A bad audio track after a good image: the image is removed too.
+    router, storage = _router(tmp_path / "b", None)
+    task = _i2v(audio=base64.b64encode(b"not audio at all" * 8).decode())
+    reply = asyncio.run(router.handle(task, "http://h", "k"))  # type: ignore[attr-defined]
+    assert reply.errors[0]["parameter"] == "inputs.audio" and stored(storage, task) == []
+    # A conflict lost to another API process: the inputs under that taskUUID are the winner's.
+    conflict = InvalidRequest([RunwareError("conflictTaskUUID", "taken", "taskUUID", "videoInference", "t")])
+    router, storage = _router(tmp_path / "c", conflict)
+    task = _i2v()
+    reply = asyncio.run(router.handle(task, "http://h", "k"))  # type: ignore[attr-defined]
+    assert reply.errors[0]["code"] == "conflictTaskUUID" and len(stored(storage, task)) == 1
+    # Accepted: the input stays for the worker.
+    router, storage = _router(tmp_path / "d", None)
+    task = _i2v()
+    reply = asyncio.run(router.handle(task, "http://h", "k"))  # type: ignore[attr-defined]
+    assert reply.data and len(stored(storage, task)) == 1

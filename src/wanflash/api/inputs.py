@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import uuid
 from dataclasses import dataclass, replace
@@ -29,6 +30,8 @@ from wanflash.api.media_checks import decode_base64_input, decode_image, probe_a
 from wanflash.api.ssrf import fetch_bytes
 from wanflash.api.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from wanflash.api.protocol import VideoInferenceTask
@@ -146,12 +149,26 @@ class InputResolver:
                                                            f"inputs/{tu}/image", where)
         if task.inputs and task.inputs.audio:
             where = _Where("inputs.audio", "invalidAudio", "videoInference", tu)
-            data = await self._bytes(task.inputs.audio, where)
-            ext, audio_seconds = await asyncio.to_thread(self._probe_audio, data, where)
-            audio_key = f"inputs/{tu}/audio.{ext}"
-            await asyncio.to_thread(self.storage.put_bytes, audio_key, data)
+            try:
+                data = await self._bytes(task.inputs.audio, where)
+                ext, audio_seconds = await asyncio.to_thread(self._probe_audio, data, where)
+                audio_key = f"inputs/{tu}/audio.{ext}"
+                await asyncio.to_thread(self.storage.put_bytes, audio_key, data)
+            except Exception:
+                await self.discard(ResolvedInputs(image_key=image_key))  # the image stored above
+                raise
         return ResolvedInputs(image_key=image_key, image_size=image_size, audio_key=audio_key,
                               audio_seconds=audio_seconds)
+
+    async def discard(self, inputs: ResolvedInputs) -> None:
+        """Delete stored inputs of a submit that failed (best effort: the error already on its way
+        to the client is what matters; a leftover is only disk)."""
+        for key in (inputs.image_key, inputs.audio_key):
+            if key is not None:
+                try:
+                    await asyncio.to_thread(self.storage.delete, key)
+                except Exception:
+                    log.warning("could not delete input %s of a refused task", key, exc_info=True)
 
     async def upload_image(self, ref: object, task_uuid: str | None) -> tuple[str, str]:
         """``imageUpload``: returns (imageUUID, storage key)."""

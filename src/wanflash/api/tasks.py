@@ -152,9 +152,17 @@ class TaskRouter:
                 parameter="taskUUID", task_type="videoInference", task_uuid=tu)])
         self._submitting.add(tu)
         try:
-            inputs = await self.resolver.resolve(task)
-            spec = plan_job(task, profile=self.profile, inputs=inputs)
-            await self.jobs.submit(spec, key_hash=key_hash, max_in_flight=cap)
+            inputs = await self.resolver.resolve(task)  # on failure it removes what it stored
+            try:
+                spec = plan_job(task, profile=self.profile, inputs=inputs)
+                await self.jobs.submit(spec, key_hash=key_hash, max_in_flight=cap)
+            except Exception as exc:
+                # A refused task leaves no inputs behind; but a conflict lost to another API process
+                # means the keys are the winner's, which must stay. (Not on cancellation: a client
+                # gone mid-submit does not stop the shielded insert, which may still succeed.)
+                if not (isinstance(exc, InvalidRequest) and exc.errors[0].code == "conflictTaskUUID"):
+                    await self.resolver.discard(inputs)
+                raise
         finally:
             self._submitting.discard(tu)
         return Reply(data=[{"taskType": "videoInference", "taskUUID": tu}])
