@@ -69,15 +69,7 @@ def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_pa
                            stderr=open(tmp_path / "w.log", "ab")) for _ in range(2)]
         procs += workers
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).json().get("role") == "api":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and api.poll() is None, "API did not start"
-            time.sleep(0.1)
+        _wait_api(base, api)
 
         with receiver() as hooks:
             ids = [str(uuid.uuid4()) for _ in range(10)]
@@ -140,14 +132,19 @@ def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_pa
         assert rows[killed_task] == 2  # re-run by the surviving worker
         assert tokens == (0,)  # no dispatch token left behind
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the API (first) and the workers (each its own process group), then kill what lingers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()
 
 
 def _wait_api(base: str, api: subprocess.Popen[bytes]) -> None:
@@ -222,11 +219,4 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
         assert 'wanflash_executor_state{state="ready"} 1.0' in text
         assert "wanflash_queue_depth" not in text  # the API reports the queue
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)

@@ -99,38 +99,38 @@ class MediaSweeper(BackgroundLoop):
             if len(batch) < self.batch or done == 0:  # nothing left, or the storage is failing: next pass
                 return swept
 
+    def _delete(self, keys: list[str], what: str) -> bool:
+        """Delete ``keys`` (missing ones count as deleted); False, logged, when the storage fails."""
+        try:
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    self.storage.delete(key)
+        except (StorageUnavailable, OSError) as exc:
+            log.warning("%s not deleted yet: %s", what, exc)
+            return False
+        return True
+
     def _sweep_uploads(self, uploads: list[Upload]) -> int:
         done = 0
         for up in uploads:
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    self.storage.delete(up.key)
-            except (StorageUnavailable, OSError) as exc:
-                log.warning("upload %s not deleted yet: %s", up.upload_uuid, exc)
-                continue
-            self.store.delete_upload(up.upload_uuid)
-            log.info("deleted upload %s (unused for the retention period)", up.upload_uuid)
-            done += 1
-            if self.metrics is not None:
-                self.metrics.uploads_deleted.inc()
+            if self._delete([up.key], f"upload {up.upload_uuid}"):
+                self.store.delete_upload(up.upload_uuid)  # after the object: a crash leaves a row, never an orphan
+                log.info("deleted upload %s (unused for the retention period)", up.upload_uuid)
+                done += 1
+                if self.metrics is not None:
+                    self.metrics.uploads_deleted.inc()
         return done
 
     def _sweep(self, records: list[TaskRecord]) -> int:
         done = 0
         for record in records:
             with task_context(record.task_uuid):
-                try:
-                    for key in task_keys(record):
-                        with contextlib.suppress(FileNotFoundError):
-                            self.storage.delete(key)
-                except (StorageUnavailable, OSError) as exc:
-                    log.warning("media of task %s not deleted yet: %s", record.task_uuid, exc)
-                    continue
-                self.store.media_deleted(record.task_uuid)
-                log.info("deleted the media of task %s (links expired)", record.task_uuid)
-            done += 1
-            if self.metrics is not None:
-                self.metrics.media_deleted.inc()
+                if self._delete(task_keys(record), f"media of task {record.task_uuid}"):
+                    self.store.media_deleted(record.task_uuid)
+                    log.info("deleted the media of task %s (links expired)", record.task_uuid)
+                    done += 1
+                    if self.metrics is not None:
+                        self.metrics.media_deleted.inc()
         return done
 
 
