@@ -65,7 +65,7 @@ class Services:
     supervisor: Supervisor | None
     webhooks: outbox.OutboxDeliverer
     metrics: Metrics
-    sweeper: retention.MediaSweeper | None  # None with media_grace_seconds = -1
+    sweeper: retention.MediaSweeper | None  # None when task media and uploads are both kept (-1)
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,

@@ -53,7 +53,6 @@ from psycopg.rows import dict_row
 
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.source import (
-    MIN_TTL_SECONDS,
     TERMINAL_STATES,
     ApiKeyRow,
     Claim,
@@ -67,7 +66,9 @@ from wanflash.jobs.source import (
     TaskEvent,
     TaskRecord,
     Upload,
+    media_due_bound,
     record_from_row,
+    upload_from_row,
 )
 
 log = logging.getLogger(__name__)
@@ -417,7 +418,8 @@ class PostgresJobSource:
             "SELECT * FROM wanflash_tasks WHERE media_deleted IS NULL AND finished <= %s AND state IN (%s, %s, %s) "
             "AND finished + COALESCE((spec::jsonb->>'ttl')::double precision, %s) + %s <= %s "
             "ORDER BY finished LIMIT %s",
-            (now - grace - min(MIN_TTL_SECONDS, default_ttl), *TERMINAL_STATES, default_ttl, grace, now, limit))
+            (media_due_bound(now, default_ttl=default_ttl, grace=grace), *TERMINAL_STATES, default_ttl, grace, now,
+             limit))
         return [record_from_row(r) for r in rows]
 
     def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
@@ -678,7 +680,7 @@ class PostgresJobSource:
 
     def get_upload(self, upload_uuid: str) -> Upload | None:
         row = self._call(self._one, "SELECT * FROM wanflash_uploads WHERE upload_uuid=%s", (upload_uuid,))
-        return None if row is None else Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
+        return None if row is None else upload_from_row(row)
 
     def touch_upload(self, upload_uuid: str, *, now: float | None = None) -> None:
         self._call(self._rowcount, "UPDATE wanflash_uploads SET last_used=%s WHERE upload_uuid=%s",
@@ -687,7 +689,7 @@ class PostgresJobSource:
     def uploads_due(self, before: float, *, limit: int = 200) -> list[Upload]:
         rows = self._call(self._all, "SELECT * FROM wanflash_uploads WHERE COALESCE(last_used, created) <= %s "
                                      "ORDER BY COALESCE(last_used, created) LIMIT %s", (before, limit))
-        return [Upload(r["upload_uuid"], r["kind"], r["key"], r["content_type"]) for r in rows]
+        return [upload_from_row(r) for r in rows]
 
     def delete_upload(self, upload_uuid: str) -> None:
         self._call(self._rowcount, "DELETE FROM wanflash_uploads WHERE upload_uuid=%s", (upload_uuid,))

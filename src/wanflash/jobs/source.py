@@ -47,9 +47,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value, TaskState.CANCELLED.value)
-# The shortest ttl the API accepts: a range on ``finished`` that every due task satisfies, so the
-# media query walks the index instead of evaluating each task's ttl across the whole table.
-MIN_TTL_SECONDS = 60
+MIN_TTL_SECONDS = 60  # the shortest ttl the API accepts
+
+
+def media_due_bound(now: float, *, default_ttl: int, grace: float) -> float:
+    """A ``finished`` bound every task due in :meth:`JobSource.media_due` satisfies (no link lives
+    shorter than the shortest ttl), so the query walks the index instead of evaluating each task's
+    ttl across the whole table."""
+    return now - grace - min(MIN_TTL_SECONDS, default_ttl)
 
 
 class DuplicateTask(Exception):
@@ -279,6 +284,11 @@ class Listeners:
                 fn(event)
             except Exception:  # a listener's bug must not undo a committed transition
                 log.exception("task event listener failed")
+
+
+def upload_from_row(row: Mapping[str, Any]) -> Upload:
+    """An ``uploads`` row (either adapter) as an :class:`Upload`."""
+    return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
 
 
 def record_from_row(row: Mapping[str, Any]) -> TaskRecord:

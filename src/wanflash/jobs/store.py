@@ -52,7 +52,6 @@ from typing import Any
 
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.source import (
-    MIN_TTL_SECONDS,
     TERMINAL_STATES,
     ApiKeyRow,
     Claim,
@@ -66,7 +65,9 @@ from wanflash.jobs.source import (
     TaskEvent,
     TaskRecord,
     Upload,
+    media_due_bound,
     record_from_row,
+    upload_from_row,
 )
 
 __all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "InsertRequest", "OutboxMessage",
@@ -321,7 +322,7 @@ class TaskStore:
             "AND state IN (:s0, :s1, :s2) "
             "AND finished + COALESCE(json_extract(spec, '$.ttl'), :ttl) + :grace <= :now "
             "ORDER BY finished LIMIT :limit",
-            {"bound": now - grace - min(MIN_TTL_SECONDS, default_ttl), "s0": TERMINAL_STATES[0],
+            {"bound": media_due_bound(now, default_ttl=default_ttl, grace=grace), "s0": TERMINAL_STATES[0],
              "s1": TERMINAL_STATES[1], "s2": TERMINAL_STATES[2], "ttl": default_ttl, "grace": grace, "now": now,
              "limit": limit})
         return [record_from_row(r) for r in rows]
@@ -529,7 +530,7 @@ class TaskStore:
     def uploads_due(self, before: float, *, limit: int = 200) -> list[Upload]:
         rows = self._all("SELECT * FROM uploads WHERE COALESCE(last_used, created) <= ? "
                          "ORDER BY COALESCE(last_used, created) LIMIT ?", (before, limit))
-        return [Upload(r["upload_uuid"], r["kind"], r["key"], r["content_type"]) for r in rows]
+        return [upload_from_row(r) for r in rows]
 
     def delete_upload(self, upload_uuid: str) -> None:
         self._write("DELETE FROM uploads WHERE upload_uuid=?", (upload_uuid,))
@@ -538,5 +539,5 @@ class TaskStore:
         row = self._one("SELECT * FROM uploads WHERE upload_uuid=?", (upload_uuid,))
         if row is None:
             return None
-        return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
+        return upload_from_row(row)
 
