@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL clients use to reach this server; default http://host:port"
     )
+    # Without public_url: Host header names trusted for returned links, comma-separated (loopback names
+    # and a non-wildcard `host` always are); any other Host gets links to http://host:port.
+    allowed_hosts: str = ""
 
     # -- auth: comma-separated raw keys accepted in addition to those created with `wanflash keys`
     api_keys: str = ""

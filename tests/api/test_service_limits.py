@@ -13,6 +13,7 @@ import io
 import json
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -36,10 +37,10 @@ def _image_b64(fmt: str) -> str:
 async def test_image_format_allow_list_and_submit_url_checks(tmp_path: Path) -> None:
     with live_server(make_settings(tmp_path / "d"), pipeline_factory=FAKE) as s:
         async with httpx.AsyncClient(base_url=s.http_url, headers=HDR, timeout=20) as http:
-            ok = await http.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": "a", "image": _image_b64("PNG")}])
+            ok = await http.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": _image_b64("PNG")}])
             assert ok.status_code == 200 and ok.json()["data"][0]["imageUUID"]
             # TIFF decodes fine in Pillow but is outside the allow-list (JPEG/PNG/WEBP/GIF/BMP).
-            r = await http.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": "b", "image": _image_b64("TIFF")}])
+            r = await http.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": _image_b64("TIFF")}])
             e = r.json()["errors"][0]
             assert r.status_code == 400 and e["code"] == "invalidImage" and e["parameter"] == "image"
             assert "unsupported image format" in e["message"] and e["taskType"] == "imageUpload"

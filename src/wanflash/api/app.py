@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -89,6 +92,19 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics, sweeper)
 
 
+_HTTP_CODES = {404: "notFound", 405: "methodNotAllowed"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (and any HTTPException) in the API's JSON error envelope, not text/plain."""
+    status = getattr(exc, "status_code", 500)  # registered for HTTPException only
+    code = _HTTP_CODES.get(status, "httpError")
+    message = {404: "There is nothing at this path.",
+               405: f"{request.method} is not allowed here."}.get(status, f"{getattr(exc, 'detail', 'Error')}.")
+    return JSONResponse({"errors": [{"code": code, "message": message}]}, status_code=status,
+                        headers=getattr(exc, "headers", None))
+
+
 def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
                executor: Executor | None = None, worker: bool = True) -> Starlette:
     services = build_services(settings, pipeline_factory=pipeline_factory, executor=executor, worker=worker)
@@ -133,6 +149,7 @@ def create_app(settings: Settings, *, pipeline_factory: PipelineFactory | str | 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
         # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
         # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.
         middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes,  # type: ignore[arg-type]

@@ -2,7 +2,9 @@
 
 Keys made by ``wanflash keys create`` (or on the first ``serve --print-key``) look like
 ``wf_<id>_<secret>``; only the SHA-256 of the whole key is stored, and the raw key is shown
-once. Checking hashes the presented key and compares digests: settings keys with
+once. The digest is also the key's identity as an owner: every task and upload belongs to the
+digest of the key that created it (settings keys and database keys alike, each its own owner).
+Checking hashes the presented key and compares digests: settings keys with
 :func:`hmac.compare_digest`, database keys by an indexed lookup of the digest (a preimage of
 the digest is what an attacker would need, so lookup timing reveals nothing useful).
 """
@@ -40,9 +42,17 @@ class KeyRing:
     def verify(self, raw: object) -> bool:
         if not isinstance(raw, str) or not raw or len(raw) > 512:
             return False
-        digest = hash_key(raw)
+        return self.active(hash_key(raw))  # no early exit over static keys: same work whichever matches
+
+    @property
+    def inline_reads(self) -> bool:
+        return self._store.inline_reads
+
+    def active(self, digest: str) -> bool:
+        """Whether the key with this digest is still accepted (settings keys always are; database
+        keys until revoked). WebSocket sessions ask before every task."""
         ok = False
-        for h in self._static:  # no early exit: same work whichever key matches
+        for h in self._static:
             ok |= hmac.compare_digest(h, digest)
         return ok or self._store.key_hash_active(digest)
 

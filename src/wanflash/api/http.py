@@ -2,8 +2,10 @@
 
 REST speaks the same task arrays and envelopes as the WebSocket. Auth is
 ``Authorization: Bearer <key>`` or an ``authentication`` task first in the array; the reply
-merges every task's items into one ``{"data":[...],"errors":[...]}`` and the status is 200
-when nothing failed, else the first failing task's status (400, 401, 404, 413, 429, 5xx).
+merges every task's items into one ``{"data":[...],"errors":[...]}``. The status is 200 when at
+least one task was done (the refused ones are in ``errors``), else the first refusal's status
+(400, 401, 404, 413, 429, 5xx). A poll of a task that failed is a done request: 200, the task's
+error in ``errors``. Every error answer, 405/408/413 included, is that JSON envelope.
 
 Media links are checked before the file system is touched: a bad signature is 403, an
 expired link 410, a missing object 404. Files are streamed by Starlette's ``FileResponse``
@@ -13,15 +15,15 @@ expired link 410, a missing object 404. Files are streamed by Starlette's ``File
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from wanflash.api.auth import hash_key
+from wanflash.api.hosts import link_base, trusted_hosts
 from wanflash.api.limits import retry_after_header
-from wanflash.api.tasks import Reply, error_reply
+from wanflash.api.tasks import Reply, error_reply, parse_tasks
 from wanflash.api.ws import INVALID_KEY, PONG
 from wanflash.storage.base import InvalidKey, check_key, content_type_for
 from wanflash.storage.local import MEDIA_PREFIX
@@ -60,11 +62,10 @@ async def rest(request: Request) -> Response:
     if body is None:
         return _json(error_reply("payloadTooLarge", f"The request body exceeds {svc.settings.max_body_bytes} bytes.",
                                  status=413))
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return _json(error_reply("invalidPayload", "The body must be a JSON array of task objects."))
-    tasks: list[Any] = payload if isinstance(payload, list) else [payload]
+    parsed = parse_tasks(body)
+    if isinstance(parsed, Reply):
+        return _json(parsed)
+    tasks: list[Any] = parsed
 
     api_key: object = None
     auth = request.headers.get("authorization", "")
@@ -80,11 +81,13 @@ async def rest(request: Request) -> Response:
         return JSONResponse({"errors": [INVALID_KEY]}, status_code=401)
 
     key_hash = hash_key(api_key) if isinstance(api_key, str) else None
-    base_url = str(request.base_url).rstrip("/")
+    base_url = link_base(svc.settings, trusted_hosts(svc.settings), request.url.scheme, request.headers.get("host"))
     replies: list[Reply] = []
     pending = []
+    pongs: set[int] = set()
     for task in tasks:
         if isinstance(task, dict) and task.get("taskType") == "ping":
+            pongs.add(len(replies))
             replies.append(Reply(data=list(PONG["data"])))
         else:
             replies.append(Reply())
@@ -92,15 +95,21 @@ async def rest(request: Request) -> Response:
     for (i, _), reply in zip(pending, await asyncio.gather(*(c for _, c in pending))):
         replies[i] = reply
     merged = Reply()
+    failed: list[Reply] = []
     for r in replies:
         merged.data += r.data
         merged.errors += r.errors
-        if r.errors and merged.status == 200:
-            merged.status = r.status
-        if r.retry_after is not None:
-            merged.retry_after = max(merged.retry_after or 0.0, r.retry_after)
+        if r.status >= 400:
+            failed.append(r)
+    if failed and len(failed) == len(replies) - len(pongs):  # pings do not count as work done
+        # Nothing was done: the first refusal's status, and Retry-After when that is a 429.
+        merged.status = failed[0].status
+        if merged.status == 429:
+            merged.retry_after = max(r.retry_after or 0.0 for r in failed)
+    # Otherwise some tasks were accepted: 200, with the refusals in errors[]. A 4xx/5xx would tell a
+    # client the whole request failed, and runware-sdk retries 408/429/5xx by resending the whole
+    # array, which would resubmit the accepted tasks (conflictTaskUUID).
     if not merged.data and not merged.errors:
-        merged.data = []
         return JSONResponse({"data": []})
     return _json(merged)
 
@@ -135,6 +144,5 @@ async def health(request: Request) -> Response:
         "status": "ok" if ok else "degraded",
         "executor": {"kind": svc.executor.name, "state": executor_state},
         "profile": svc.settings.profile,
-        "tasks": counts,
-        "running": svc.supervisor.current,
+        "tasks": counts,  # counts only: /health needs no key, so it names no task
     }, status_code=200 if ok else 503)

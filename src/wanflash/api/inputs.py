@@ -50,6 +50,7 @@ class _Where:
     code: str
     task_type: str
     task_uuid: str | None
+    owner: str | None = None  # the caller's key digest: only its own uploads resolve
 
 
 def _fail(where: _Where, message: str, code: str | None = None) -> InvalidRequest:
@@ -74,7 +75,8 @@ class InputResolver:
             upload = await self.jobs.get_upload(ref.lower())
             missing = _fail(where, f"No uploaded image or media with UUID '{ref}' exists on this server "
                                    "(uploads are deleted after a period without use).")
-            if upload is None:
+            # Another key's upload is answered exactly like one that does not exist.
+            if upload is None or upload.owner != where.owner:
                 raise missing
             await self.jobs.touch_upload(upload.upload_uuid)  # retention counts from the last use
             try:
@@ -139,16 +141,17 @@ class InputResolver:
 
     # -- public
 
-    async def resolve(self, task: "VideoInferenceTask") -> ResolvedInputs:
-        """Fetch, check and store the task's inputs under ``inputs/<taskUUID>/``."""
+    async def resolve(self, task: "VideoInferenceTask", owner: str | None = None) -> ResolvedInputs:
+        """Fetch, check and store the task's inputs under ``inputs/<taskUUID>/``; an imageUUID/mediaUUID
+        resolves only when ``owner`` (the caller's key digest) uploaded it."""
         tu = task.taskUUID
         image_key = image_size = audio_key = audio_seconds = None
         if task.inputs and task.inputs.frameImages:
-            where = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", tu)
+            where = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", tu, owner)
             image_key, image_size = await self.store_image(task.inputs.frameImages[0].image,
                                                            f"inputs/{tu}/image", where)
         if task.inputs and task.inputs.audio:
-            where = _Where("inputs.audio", "invalidAudio", "videoInference", tu)
+            where = _Where("inputs.audio", "invalidAudio", "videoInference", tu, owner)
             try:
                 data = await self._bytes(task.inputs.audio, where)
                 ext, audio_seconds = await asyncio.to_thread(self._probe_audio, data, where)
@@ -170,20 +173,20 @@ class InputResolver:
                 except Exception:
                     log.warning("could not delete input %s of a refused task", key, exc_info=True)
 
-    async def upload_image(self, ref: object, task_uuid: str | None) -> tuple[str, str]:
-        """``imageUpload``: returns (imageUUID, storage key)."""
-        where = _Where("image", "invalidImage", "imageUpload", task_uuid)
+    async def upload_image(self, ref: object, task_uuid: str | None, owner: str | None = None) -> tuple[str, str]:
+        """``imageUpload``: returns (imageUUID, storage key); the upload belongs to ``owner``."""
+        where = _Where("image", "invalidImage", "imageUpload", task_uuid, owner)
         if not isinstance(ref, str) or not ref:
             raise _fail(where, "image must be a non-empty string (data URI, base64, URL or imageUUID).",
                         "missingImage" if ref is None else "invalidImage")
         image_uuid = str(uuid.uuid4())
         key, _ = await self.store_image(ref, f"uploads/{image_uuid}", where)
-        await self.jobs.add_upload(image_uuid, "image", key, IMAGE_TYPES[key.rsplit(".", 1)[1]])
+        await self.jobs.add_upload(image_uuid, "image", key, IMAGE_TYPES[key.rsplit(".", 1)[1]], owner=owner)
         return image_uuid, key
 
-    async def upload_media(self, ref: object, task_uuid: str | None) -> tuple[str, str]:
-        """``mediaStorage`` upload: any bytes (image, audio, video); returns (mediaUUID, key)."""
-        where = _Where("media", "invalidMedia", "mediaStorage", task_uuid)
+    async def upload_media(self, ref: object, task_uuid: str | None, owner: str | None = None) -> tuple[str, str]:
+        """``mediaStorage`` upload: any bytes (image, audio, video); returns (mediaUUID, key), owned by ``owner``."""
+        where = _Where("media", "invalidMedia", "mediaStorage", task_uuid, owner)
         if not isinstance(ref, str) or not ref:
             raise _fail(where, "media must be a non-empty string (base64, data URI or URL).",
                         "missingMedia" if ref is None else "invalidMedia")
@@ -193,7 +196,7 @@ class InputResolver:
         media_uuid = str(uuid.uuid4())
         key = f"uploads/{media_uuid}.bin"
         await asyncio.to_thread(self.storage.put_bytes, key, data)
-        await self.jobs.add_upload(media_uuid, "media", key, "application/octet-stream")
+        await self.jobs.add_upload(media_uuid, "media", key, "application/octet-stream", owner=owner)
         return media_uuid, key
 
 

@@ -10,8 +10,8 @@
   ``threading.Lock`` with no ``await`` inside, so no two coroutines can both take the last token/slot.
 * :class:`BodyLimits`: ASGI middleware answering **413** when a body is larger than
   ``max_body_bytes`` (declared ``Content-Length`` refused before the app runs; chunked bodies counted as
-  they arrive) and **408** when the body is not completely received within ``body_deadline_s`` of
-  the request start (slow-drip bodies). It sends the error itself, then tells the app the client
+  they arrive) and **408** (``requestTimeout``) when the body is not completely received within ``body_deadline_s`` of
+  the request start (slow-drip bodies), both in the JSON error envelope. It sends the error itself, then tells the app the client
   disconnected and swallows whatever the app does next, so the client never gets a 500 or a second
   response start. If the app had already started its response, nothing more is sent.
   It cannot bound header reading (that happens before any ASGI app runs): put a proxy with header
@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -145,11 +146,15 @@ class BodyLimits:
                 except ValueError:
                     declared = -1
                 if declared < 0 or declared > self.max_body_bytes:
-                    status, text = (413, b"request body too large") if declared > 0 else (400, b"bad content-length")
-                    await _respond(send, status, text)
+                    if declared > 0:
+                        await _respond(send, 413, "payloadTooLarge",
+                                       f"The request body exceeds {self.max_body_bytes} bytes.")
+                    else:
+                        await _respond(send, 400, "invalidPayload", "The Content-Length header is not valid.")
                     return
 
         deadline = time.monotonic() + self.body_deadline_s
+        late = f"The request body was not received within {self.body_deadline_s:g} seconds."
         received = 0
         body_done = False
         started = False
@@ -163,10 +168,10 @@ class BodyLimits:
                 started = True
             await send(message)
 
-        async def abort(status: int, text: bytes) -> Message:
+        async def abort(status: int, code: str, text: str) -> Message:
             nonlocal aborted
             if not started:
-                await _respond(send, status, text)
+                await _respond(send, status, code, text)
                 aborted = True
             return {"type": "http.disconnect"}
 
@@ -178,15 +183,15 @@ class BodyLimits:
                 return await receive()  # after the body only a disconnect can arrive; no deadline
             left = deadline - time.monotonic()
             if left <= 0:
-                return await abort(408, b"request body not received in time")
+                return await abort(408, "requestTimeout", late)
             try:
                 message = await asyncio.wait_for(receive(), left)
             except TimeoutError:
-                return await abort(408, b"request body not received in time")
+                return await abort(408, "requestTimeout", late)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    return await abort(413, b"request body too large")
+                    return await abort(413, "payloadTooLarge", f"The request body exceeds {self.max_body_bytes} bytes.")
                 if not message.get("more_body", False):
                     body_done = True
             return message
@@ -199,13 +204,15 @@ class BodyLimits:
             # The app reacted to the disconnect we reported (e.g. ClientDisconnect); already answered.
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, code: str, message: str) -> None:
+    """An error in the API's JSON envelope, ``{"errors":[{"code","message"}]}``."""
+    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),  # the rest of the body is never read
             ],

@@ -23,6 +23,7 @@ Both answer ``rateLimitExceeded`` with HTTP status 429 and ``Reply.retry_after``
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.api.limits import RateLimiter
 from wanflash.api.ssrf import validate_url
-from wanflash.api.validation import check_safety_supported, parse_video_task, plan_job
+from wanflash.api.validation import check_safety_supported, check_task_uuid, parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.observability.logs import task_context
@@ -66,6 +67,42 @@ def error_reply(code: str, message: str, *, status: int = 400, parameter: str | 
     return Reply(errors=[RunwareError(code, message, parameter, task_type, task_uuid).to_wire()], status=status)
 
 
+MAX_JSON_DEPTH = 32  # the deepest real task (safety inside providerSettings, frameImages) is 4 levels
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def parse_tasks(text: str | bytes, *, what: str = "The body") -> list[Any] | Reply:
+    """A request body or WebSocket frame as its list of task objects, or the ``invalidPayload`` reply.
+
+    Python's parser recurses once per nesting level, so a 100,000-deep array raises RecursionError
+    (not ValueError); that, and anything nested deeper than :data:`MAX_JSON_DEPTH`, is refused
+    here, before any other code walks the value."""
+    bad = error_reply("invalidPayload", f"{what} must be a JSON array of task objects.")
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        return bad
+    if _too_deep(payload, MAX_JSON_DEPTH):
+        return error_reply("invalidPayload", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+    return payload if isinstance(payload, list) else [payload]
+
+
 def _str(task: dict[str, Any], name: str) -> str | None:
     value = task.get(name)
     return value if isinstance(value, str) else None
@@ -86,7 +123,8 @@ class TaskRouter:
         return self.links.url(key, expires_at, self.settings.public_url or base_url)
 
     async def handle(self, task: Any, base_url: str, key_hash: str | None = None) -> Reply:
-        """Answer one task. ``key_hash`` (the caller's hashed API key) enables the per-key limits."""
+        """Answer one task. ``key_hash`` (the caller's hashed API key) owns what the task creates, is
+        the only key that sees it, and enables the per-key limits."""
         tu = _str(task, "taskUUID") if isinstance(task, dict) else None
         with task_context(tu):
             return await self._handle(task, base_url, key_hash)
@@ -107,11 +145,11 @@ class TaskRouter:
             if task_type == "videoInference":
                 return await self._video_inference(task, base_url, key_hash)
             if task_type == "getResponse":
-                return await self._get_response(task, base_url)
+                return await self._get_response(task, base_url, key_hash)
             if task_type == "imageUpload":
-                return await self._image_upload(task, base_url)
+                return await self._image_upload(task, base_url, key_hash)
             if task_type == "mediaStorage":
-                return await self._media_storage(task)
+                return await self._media_storage(task, key_hash)
             if task_type is None:
                 return error_reply("missingTaskType", "taskType is required.", parameter="taskType", task_uuid=tu)
             return error_reply("unsupportedTaskType", f"taskType '{task_type}' is not served here.",
@@ -146,13 +184,15 @@ class TaskRouter:
             raise ServiceOverloaded(f"This API key already has {cap} tasks queued or running; retry when one "
                                     "finishes.", retry_after=1.0)
         # Refuse a reused id before touching storage: inputs are written under inputs/<taskUUID>/.
+        # Across keys too (taskUUID is the primary key): this tells a caller that a UUID it already
+        # holds is taken, nothing more (no state, owner or result), and UUIDv4 ids cannot be guessed.
         if tu in self._submitting or await self.jobs.exists(tu):
             raise InvalidRequest([RunwareError(
                 "conflictTaskUUID", f"A task with taskUUID '{tu}' already exists; use a new UUID.",
                 parameter="taskUUID", task_type="videoInference", task_uuid=tu)])
         self._submitting.add(tu)
         try:
-            inputs = await self.resolver.resolve(task)  # on failure it removes what it stored
+            inputs = await self.resolver.resolve(task, key_hash)  # on failure it removes what it stored
             try:
                 spec = plan_job(task, profile=self.profile, inputs=inputs)
                 await self.jobs.submit(spec, key_hash=key_hash, max_in_flight=cap)
@@ -167,30 +207,32 @@ class TaskRouter:
             self._submitting.discard(tu)
         return Reply(data=[{"taskType": "videoInference", "taskUUID": tu}])
 
-    async def _get_response(self, task: dict[str, Any], base_url: str) -> Reply:
+    async def _get_response(self, task: dict[str, Any], base_url: str, owner: str | None) -> Reply:
         tu = _str(task, "taskUUID")
         if not tu:
             return error_reply("missingTaskUUID", "getResponse needs the taskUUID of the task to poll.",
                                parameter="taskUUID", task_type="getResponse")
         record = await self.jobs.get(tu)
-        if record is None:
+        if record is None or record.owner != owner:  # another key's task: the same answer as none at all
             r = not_found(tu)
         else:
             r = poll_reply(record, lambda key, exp: self.media_url(base_url, key, exp),
                            default_ttl=self.settings.default_ttl_seconds)
         return Reply(data=r.data, errors=r.errors, status=r.status)
 
-    async def _image_upload(self, task: dict[str, Any], base_url: str) -> Reply:
+    async def _image_upload(self, task: dict[str, Any], base_url: str, owner: str | None) -> Reply:
+        check_task_uuid(task.get("taskUUID"), "imageUpload")
         tu = _str(task, "taskUUID")
-        image_uuid, key = await self.resolver.upload_image(task.get("image"), tu)
+        image_uuid, key = await self.resolver.upload_image(task.get("image"), tu, owner)
         url = self.media_url(base_url, key, time.time() + self.settings.default_ttl_seconds)
         return Reply(data=[{"taskType": "imageUpload", "taskUUID": tu, "imageUUID": image_uuid, "imageURL": url}])
 
-    async def _media_storage(self, task: dict[str, Any]) -> Reply:
+    async def _media_storage(self, task: dict[str, Any], owner: str | None) -> Reply:
+        check_task_uuid(task.get("taskUUID"), "mediaStorage")
         tu = _str(task, "taskUUID")
         operation = task.get("operation", "upload")
         if operation != "upload":
             return error_reply("unsupportedOperation", "mediaStorage supports operation 'upload' only.",
                                parameter="operation", task_type="mediaStorage", task_uuid=tu)
-        media_uuid, _ = await self.resolver.upload_media(task.get("media"), tu)
+        media_uuid, _ = await self.resolver.upload_media(task.get("media"), tu, owner)
         return Reply(data=[{"taskType": "mediaStorage", "taskUUID": tu, "mediaUUID": media_uuid}])

@@ -91,6 +91,24 @@ def _pydantic_errors(exc: ValidationError, task_uuid: str | None) -> list[Runwar
     return errors
 
 
+def check_task_uuid(value: object, task_type: str) -> None:
+    """The taskUUID rule of ``videoInference``, for the other task types (``imageUpload``,
+    ``mediaStorage``): present, a string, and a UUID v4. Raises :class:`InvalidRequest`."""
+    tu = value if isinstance(value, str) else None
+    if value is None:
+        raise InvalidRequest([RunwareError("missingTaskUUID", "Missing required parameter 'taskUUID'.", "taskUUID",
+                                           task_type, None)])
+    try:
+        if tu is None:
+            raise ValueError
+        parsed = uuid.UUID(tu)
+        if parsed.version != 4 or len(tu) != 36:
+            raise ValueError
+    except ValueError:
+        raise InvalidRequest([RunwareError("invalidTaskUUID", "taskUUID must be a UUID v4 (8-4-4-4-12 hex digits).",
+                                           "taskUUID", task_type, tu)]) from None
+
+
 def parse_video_task(raw: Mapping[str, Any], *, native_audio: bool = True) -> VideoInferenceTask:
     """Check one wire task against every rule of the model page. Raises :class:`InvalidRequest`.
 

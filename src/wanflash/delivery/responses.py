@@ -6,7 +6,9 @@
 * Succeeded: all N items together, each with ``status":"success"``, its own ``videoUUID``,
   a signed ``videoURL``, its ``seed``, and ``cost`` (the task cost split evenly) when the
   request had ``includeCost``. The same items (same UUIDs, same URL) on every later poll.
-* Failed or cancelled: one Runware error item carrying the taskUUID and ``taskType``.
+* Failed or cancelled: one Runware error item carrying the taskUUID and ``taskType``. The poll
+  itself succeeded, so its REST status is 200 (a 5xx would make clients retry a poll whose answer
+  will never change, and report the server as broken); only an unknown taskUUID is a 404.
 
 The URL expires ``ttl`` seconds (or the default) after the task finished, so repeated polls
 return the identical link.
@@ -23,16 +25,6 @@ from wanflash.jobs.model import TaskState
 from wanflash.jobs.store import TaskRecord
 
 TASK_TYPE = "videoInference"
-
-# HTTP status for a failed task's error code (REST transport); anything else is a 500.
-ERROR_STATUS = {
-    "taskCancelled": 400,
-    "taskFailedOrNotFound": 404,
-    "timeout": 504,
-    "modelNotReady": 503,
-    "nsfwContentDetected": 400,
-    "unsupportedSafetyCheck": 400,
-}
 
 SignUrl = Callable[[str, float], str]  # (storage key, expires_at) -> absolute URL
 
@@ -95,4 +87,4 @@ def poll_reply(record: TaskRecord, sign_url: SignUrl, *, default_ttl: int) -> Po
     code = record.error_code or ("taskCancelled" if record.state is TaskState.CANCELLED else "inferenceError")
     message = record.error_message or "The task failed."
     err = RunwareError(code, message, task_type=TASK_TYPE, task_uuid=tu)
-    return PollReply(errors=[err.to_wire()], status=ERROR_STATUS.get(code, 500))
+    return PollReply(errors=[err.to_wire()], status=200)

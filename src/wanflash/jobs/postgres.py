@@ -138,6 +138,12 @@ ALTER TABLE wanflash_uploads ADD COLUMN IF NOT EXISTS last_used DOUBLE PRECISION
 CREATE INDEX IF NOT EXISTS wanflash_uploads_last_use ON wanflash_uploads ((COALESCE(last_used, created)));
 """
 
+# A separate migration step (ownership): uploads belong to the key that made them; tasks already keep
+# theirs in key_hash. Existing uploads keep NULL, owned by no key (served to no one, swept as usual).
+OWNERSHIP_SCHEMA = """
+ALTER TABLE wanflash_uploads ADD COLUMN IF NOT EXISTS key_hash TEXT;
+"""
+
 _CANCELLED = "error_code='taskCancelled', error_message='The task was cancelled.'"
 
 
@@ -256,6 +262,7 @@ class PostgresJobSource:
             if not (row and row[0]):
                 await conn.execute(procrastinate.schema.SchemaManager.get_schema())  # type: ignore[arg-type]
             await conn.execute(SCHEMA)  # type: ignore[arg-type]
+            await conn.execute(OWNERSHIP_SCHEMA)  # type: ignore[arg-type]
 
     # -- events
 
@@ -673,10 +680,10 @@ class PostgresJobSource:
         return int(row["n"]) if row else 0
 
     def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
-                   now: float | None = None) -> None:
-        self._call(self._rowcount, "INSERT INTO wanflash_uploads (upload_uuid, kind, key, content_type, created) "
-                                   "VALUES (%s, %s, %s, %s, %s)",
-                   (upload_uuid, kind, key, content_type, time.time() if now is None else now))
+                   now: float | None = None, owner: str | None = None) -> None:
+        self._call(self._rowcount, "INSERT INTO wanflash_uploads (upload_uuid, kind, key, content_type, created, "
+                                   "key_hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                   (upload_uuid, kind, key, content_type, time.time() if now is None else now, owner))
 
     def get_upload(self, upload_uuid: str) -> Upload | None:
         row = self._call(self._one, "SELECT * FROM wanflash_uploads WHERE upload_uuid=%s", (upload_uuid,))

@@ -20,6 +20,7 @@ round trips and keep the hop, and so does ``counts``, which scans the table.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -99,8 +100,10 @@ class JobService:
     async def cancel(self, task_uuid: str) -> bool:
         return await asyncio.to_thread(self.store.request_cancel, task_uuid)
 
-    async def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str) -> None:
-        await asyncio.to_thread(self.store.add_upload, upload_uuid, kind, key, content_type)
+    async def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
+                         owner: str | None = None) -> None:
+        await asyncio.to_thread(functools.partial(self.store.add_upload, upload_uuid, kind, key, content_type,
+                                                  owner=owner))
 
     async def touch_upload(self, upload_uuid: str) -> None:
         await asyncio.to_thread(self.store.touch_upload, upload_uuid)

@@ -21,6 +21,10 @@ The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same 
   event so the worker's step callback stops it.
 * :meth:`~JobSource.media_due` lists only terminal tasks, and only once their links have expired
   plus the grace; the row itself stays (polls still answer), marked by :meth:`~JobSource.media_deleted`.
+* Ownership: a task row keeps the digest of the key that submitted it (``key_hash``) and an upload
+  the digest of the key that uploaded it; :class:`TaskRecord` and :class:`Upload` carry it as
+  ``owner`` (the API answers another key as if the id did not exist). Rows written before
+  ownership have no owner and are served to no key.
 * :meth:`~JobSource.subscribe` delivers :class:`TaskEvent` (queued, progress, state, cancel) to
   listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
 
@@ -105,6 +109,9 @@ class TaskRecord:
     created: float
     finished: float | None
     priority: int = 0
+    #: The API key that submitted it (its SHA-256 digest, the ``key_hash`` column); None for rows
+    #: written without a key (before ownership existed, or by in-process callers): no key owns those.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class Upload:
     kind: str
     key: str
     content_type: str
+    owner: str | None = None  # as TaskRecord.owner: the uploading key's digest, None for legacy rows
 
 
 EventKind = Literal["queued", "progress", "state", "cancel"]
@@ -249,7 +257,9 @@ class JobSource(Protocol):
     def active_key_count(self) -> int: ...
 
     def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
-                   now: float | None = None) -> None: ...
+                   now: float | None = None, owner: str | None = None) -> None:
+        """Index an upload; ``owner`` is the uploading key's digest (only that key may use the UUID)."""
+        ...
 
     def get_upload(self, upload_uuid: str) -> Upload | None: ...
 
@@ -288,7 +298,8 @@ class Listeners:
 
 def upload_from_row(row: Mapping[str, Any]) -> Upload:
     """An ``uploads`` row (either adapter) as an :class:`Upload`."""
-    return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"])
+    return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"],
+                  row["key_hash"] if "key_hash" in row.keys() else None)
 
 
 def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
@@ -308,6 +319,7 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
         created=row["created"],
         finished=row["finished"],
         priority=row["priority"],
+        owner=row["key_hash"] if "key_hash" in row.keys() else None,
     )
 
 

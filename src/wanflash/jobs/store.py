@@ -149,6 +149,7 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._migrate_ownership()
         self._render: OutboxRenderer | None = None
         self._listeners = Listeners()
 
@@ -185,6 +186,13 @@ class TaskStore:
         if "last_used" not in {r["name"] for r in self._db.execute("PRAGMA table_info(uploads)").fetchall()}:
             self._db.execute("ALTER TABLE uploads ADD COLUMN last_used REAL")
         self._db.execute("CREATE INDEX IF NOT EXISTS uploads_last_use ON uploads (COALESCE(last_used, created))")
+
+    def _migrate_ownership(self) -> None:
+        # Uploads belong to the key that made them (tasks already keep theirs in key_hash). Rows from
+        # before this step keep NULL: no key owns them, so they are served to no one, and the upload
+        # retention sweep deletes them on its usual clock.
+        if "key_hash" not in {r["name"] for r in self._db.execute("PRAGMA table_info(uploads)").fetchall()}:
+            self._db.execute("ALTER TABLE uploads ADD COLUMN key_hash TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -519,9 +527,10 @@ class TaskStore:
     # -- upload index
 
     def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
-                   now: float | None = None) -> None:
-        self._write("INSERT INTO uploads (upload_uuid, kind, key, content_type, created) VALUES (?, ?, ?, ?, ?)",
-                    (upload_uuid, kind, key, content_type, time.time() if now is None else now))
+                   now: float | None = None, owner: str | None = None) -> None:
+        self._write("INSERT INTO uploads (upload_uuid, kind, key, content_type, created, key_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (upload_uuid, kind, key, content_type, time.time() if now is None else now, owner))
 
     def touch_upload(self, upload_uuid: str, *, now: float | None = None) -> None:
         self._write("UPDATE uploads SET last_used=? WHERE upload_uuid=?",
