@@ -77,7 +77,12 @@ class Settings(BaseSettings):
     allow_loopback_fetch: bool = False
     max_body_bytes: int = 64 * 1024 * 1024
     max_input_bytes: int = 32 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    # Decoding is the API process's biggest memory cost (a 40 MP image is 120 MB as RGB): the pixel
+    # cap (4096 x 4096), decodes at once per process, and the longer side images are stored at
+    # (Runware's 2048; the model never needs more) bound it.
+    max_image_pixels: int = 16_777_216
+    max_concurrent_decodes: int = Field(default=2, ge=1)
+    max_stored_image_side: int = Field(default=2048, ge=64)
     max_audio_seconds: float = 60.0
     fetch_timeout_seconds: float = 20.0
     body_deadline_seconds: float = 30.0  # a request body must arrive within this (slow-drip bodies get 408)

@@ -313,3 +313,55 @@ def test_concurrent_claimers_never_share_a_task(adapter: Adapter) -> None:
     assert sum(1 for part in claimed if part) >= 2  # they really competed
     assert src.counts() == {"succeeded": 60}
     assert all(src.get(tu).attempt == 1 for tu in ids)  # type: ignore[union-attr]
+
+
+def test_tasks_and_uploads_carry_their_owner(adapter: Adapter) -> None:
+    """Ownership (issue 15): the submitting key's digest comes back with the task and the upload, from
+    any process; rows written without a key have no owner."""
+    a, b = adapter.make(), adapter.make()
+    mine, anon = spec(), spec()
+    a.insert(mine, key_hash="digest-a")
+    a.insert(anon)
+    got = b.get(mine.task_uuid)
+    assert got is not None and got.owner == "digest-a"
+    assert (b.get(anon.task_uuid) or pytest.fail("missing")).owner is None
+    a.add_upload("u-a", "image", "uploads/u-a.png", "image/png", owner="digest-a")
+    a.add_upload("u-none", "media", "uploads/u-none.bin", "application/octet-stream")
+    up = b.get_upload("u-a")
+    assert up is not None and up.owner == "digest-a"
+    assert (b.get_upload("u-none") or pytest.fail("missing")).owner is None
+    # The owner survives the worker's writes (claim, complete) and appears in the retention listing.
+    c = b.claim("w", 30)
+    assert c is not None
+    b.complete(c.task_uuid, c.attempt, [{"videoUUID": "v", "key": "k", "seed": 1}])
+    assert (a.get(c.task_uuid) or pytest.fail("missing")).owner == (None if c.task_uuid == anon.task_uuid
+                                                                     else "digest-a")
+    assert [u.owner for u in a.uploads_due(10**12)] == ["digest-a", None]
+
+
+def test_ownership_migration_keeps_existing_uploads_unowned(adapter: Adapter) -> None:
+    """A database from before ownership (no owner column on uploads) is upgraded in place: its uploads
+    are kept, owned by no key."""
+    if adapter.kind == "sqlite":
+        import sqlite3
+
+        db = sqlite3.connect(adapter.target)
+        db.execute("CREATE TABLE uploads (upload_uuid TEXT PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, "
+                   "content_type TEXT NOT NULL, created REAL NOT NULL)")
+        db.execute("INSERT INTO uploads VALUES ('legacy', 'image', 'uploads/legacy.png', 'image/png', 1.0)")
+        db.commit()
+        db.close()
+        src = adapter.make()
+    else:
+        import psycopg
+
+        with psycopg.connect(adapter.target, autocommit=True) as conn:
+            conn.execute("ALTER TABLE wanflash_uploads DROP COLUMN key_hash")
+            conn.execute("INSERT INTO wanflash_uploads (upload_uuid, kind, key, content_type, created) "
+                         "VALUES ('legacy', 'image', 'uploads/legacy.png', 'image/png', 1.0)")
+        src = adapter.make()
+        src.migrate()  # type: ignore[attr-defined]  # `wanflash migrate`
+    up = src.get_upload("legacy")
+    assert up is not None and up.key == "uploads/legacy.png" and up.owner is None
+    src.add_upload("new", "image", "uploads/new.png", "image/png", owner="digest-b")
+    assert (src.get_upload("new") or pytest.fail("missing")).owner == "digest-b"

@@ -23,15 +23,18 @@ import io
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from wanflash.api import memory
 from wanflash.api.media_checks import decode_base64_input, decode_image, probe_audio, sniff_audio
 from wanflash.api.ssrf import fetch_bytes
 from wanflash.api.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from wanflash.api.protocol import VideoInferenceTask
@@ -68,6 +71,10 @@ class InputResolver:
         self.settings = settings
         self.jobs = jobs
         self.storage = storage
+        # At most this many images/audio files decode at once in this process: each can hold
+        # hundreds of MB while it does; the rest wait here, holding only their encoded bytes.
+        self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
+        memory.map_large_allocations()
 
     async def _bytes(self, ref: str, where: _Where) -> bytes:
         ref = ref.strip()
@@ -111,10 +118,11 @@ class InputResolver:
         path and ~25 ms more to decode in the worker. Otherwise the normalised pixels are stored as PNG.
         """
         try:
-            rgb = decode_image(data, parameter=where.parameter, max_pixels=self.settings.max_image_pixels)
+            rgb = decode_image(data, parameter=where.parameter, max_pixels=self.settings.max_image_pixels,
+                               max_side=self.settings.max_stored_image_side)
         except InvalidRequest as exc:
             raise _retag(exc, where) from None
-        plain = _plain_decode(data)
+        plain = _plain_decode(data, rgb.size)
         if plain is not None and plain[1] == rgb.size and plain[2] == rgb.tobytes():
             return data, plain[0], rgb.size
         out = io.BytesIO()
@@ -124,7 +132,8 @@ class InputResolver:
     async def store_image(self, ref: str, stem: str, where: _Where) -> tuple[str, tuple[int, int]]:
         """Check the image at ``ref`` and store it as ``<stem>.<suffix>``; returns (key, size)."""
         data = await self._bytes(ref, where)
-        stored, suffix, size = await asyncio.to_thread(self._decode_image, data, where)
+        async with self._decodes:
+            stored, suffix, size = await asyncio.to_thread(_then_trim, self._decode_image, data, where)
         key = f"{stem}.{suffix}"
         await asyncio.to_thread(self.storage.put_bytes, key, stored)
         return key, size
@@ -154,7 +163,8 @@ class InputResolver:
             where = _Where("inputs.audio", "invalidAudio", "videoInference", tu, owner)
             try:
                 data = await self._bytes(task.inputs.audio, where)
-                ext, audio_seconds = await asyncio.to_thread(self._probe_audio, data, where)
+                async with self._decodes:
+                    ext, audio_seconds = await asyncio.to_thread(_then_trim, self._probe_audio, data, where)
                 audio_key = f"inputs/{tu}/audio.{ext}"
                 await asyncio.to_thread(self.storage.put_bytes, audio_key, data)
             except Exception:
@@ -200,18 +210,30 @@ class InputResolver:
         return media_uuid, key
 
 
+def _then_trim(fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)``, then hand the memory its decode freed back to the OS (see :mod:`wanflash.api.memory`)."""
+    try:
+        return fn(*args)
+    finally:
+        memory.trim()
+
+
 # Formats whose bytes the worker may read as they came (``_decode_image``), by file suffix.
 PASSTHROUGH_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 IMAGE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
-def _plain_decode(data: bytes) -> tuple[str, tuple[int, int], bytes] | None:
+def _plain_decode(data: bytes, size: tuple[int, int]) -> tuple[str, tuple[int, int], bytes] | None:
     """(suffix, size, RGB bytes) of what a plain ``Image.open(...).convert("RGB")`` makes of
-    ``data`` (already checked by ``decode_image``), or None for formats not passed through."""
+    ``data`` (already checked by ``decode_image``), or None for formats not passed through and
+    for images whose header size is not ``size`` (scaled down on decode: never passed through,
+    so they are not decoded a second time)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data), formats=tuple(PASSTHROUGH_FORMATS)) as im:
+            if im.size != size:
+                return None
             suffix = PASSTHROUGH_FORMATS[im.format or ""]
             rgb = im.convert("RGB")
             return suffix, rgb.size, rgb.tobytes()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ def decode_base64_input(value: str, *, parameter: str, max_bytes: int) -> bytes 
     try:
         out = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise _bad("invalidBase64", f"invalid base64 ({e})", parameter) from None
+        raise _bad("invalidBase64", "invalid base64: characters outside the alphabet or misplaced padding",
+                   parameter) from None
     if not out:
         raise _bad("invalidBase64", "empty data", parameter)
     if len(out) > max_bytes:
@@ -121,8 +123,13 @@ def decode_base64_input(value: str, *, parameter: str, max_bytes: int) -> bytes 
 # ----------------------------------------------------------------------------------- images
 
 
-def decode_image(data: bytes, *, parameter: str, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, parameter: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
     """Decode untrusted image bytes to a loaded RGB ``Image``; see the module docstring.
+
+    With ``max_side`` the result is scaled down (aspect kept) so its longer side is at most that,
+    and memory stays near the output's size where Pillow allows: JPEGs decode at a reduced DCT
+    scale (``draft``), and single-band/RGB(A) images are reduced before the RGB conversion (a
+    40 MP greyscale PNG never becomes a 120 MB RGB buffer).
 
     Codes: ``invalidImage`` (unsupported format, corrupt, truncated), ``imageTooLarge`` (pixel cap).
     """
@@ -138,10 +145,17 @@ def decode_image(data: bytes, *, parameter: str, max_pixels: int) -> Image.Image
             im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             _check_size(im.size, max_pixels, parameter)  # a second parse must agree
             im.seek(0)
+            if max_side is not None and im.format == "JPEG" and max(im.size) > max_side:
+                scale = max_side / max(im.size)
+                im.draft(im.mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
             im.load()
             im = ImageOps.exif_transpose(im)
             _check_size(im.size, max_pixels, parameter)
-            return _to_rgb(im)
+            if max_side is None or max(im.size) <= max_side:
+                return _to_rgb(im)
+            if im.mode in _RESIZE_FIRST and "transparency" not in im.info:
+                return _to_rgb(_shrink(im, max_side))
+            return _shrink(_to_rgb(im), max_side)
     except InvalidRequest:
         raise
     except UnidentifiedImageError:
@@ -152,8 +166,19 @@ def decode_image(data: bytes, *, parameter: str, max_pixels: int) -> Image.Image
     except MemoryError:
         raise _bad("imageTooLarge", "image too large to decode", parameter) from None
     except Exception as e:  # noqa: BLE001 - decoder errors come in many types; none may escape as a 500
-        raise _bad("invalidImage", f"corrupt or truncated image ({type(e).__name__}: {e})"[:300],
-                   parameter) from None
+        # The decoder's own text (exception types, errno values) means nothing to a client.
+        raise _bad("invalidImage", "The image could not be decoded: it is corrupt or truncated.", parameter) from None
+
+
+# Modes Pillow resamples directly and _to_rgb converts without a palette or alpha key: shrink these
+# first, the conversion then works on the small image.
+_RESIZE_FIRST = ("L", "RGB", "RGBA", "LA", "I", "F")
+
+
+def _shrink(im: Image.Image, max_side: int) -> Image.Image:
+    scale = max_side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, parameter: str) -> None:
@@ -213,6 +238,26 @@ def sniff_audio(head: bytes) -> str | None:
     return None
 
 
+def wav_declared_seconds(data: bytes) -> float | None:
+    """The length a WAV header declares (``data`` chunk size / ``fmt `` byte rate), or None.
+
+    FFmpeg's WAV demuxer reports the length of the bytes actually present, so a header claiming
+    two hours on a 2 s file would pass the declared-duration check unseen; this reads the claim
+    itself. The RIFF chunk walk is a few lines; Python's ``wave`` would refuse float and
+    extensible WAVs that FFmpeg accepts."""
+    pos, byte_rate, size = 12, 0, None
+    while pos + 8 <= len(data) and size is None:
+        cid, n = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and n >= 12 and pos + 20 <= len(data):
+            byte_rate = int.from_bytes(data[pos + 16:pos + 20], "little")
+        elif cid == b"data":
+            size = n
+        pos += 8 + n + (n & 1)  # chunks are word-aligned
+    if size is None or byte_rate <= 0 or size in (0, 0xFFFFFFFF):  # 0 / all ones: "unknown" (streamed)
+        return None
+    return size / byte_rate
+
+
 def _refuse_nested_open(url: Any, flags: Any, options: Any) -> Any:
     raise PermissionError(f"nested open refused: {url}")
 
@@ -225,6 +270,10 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bo
         raise _bad("invalidAudio", "unsupported audio container (allowed: WAV, MP3, AAC, OGG, FLAC, M4A, WEBM)",
                    parameter)
     fmt, whitelist = _DEMUXERS[kind]
+    if kind == "wav":
+        declared_wav = wav_declared_seconds(data)
+        if declared_wav is not None and declared_wav > max_seconds:
+            raise _bad("audioTooLong", f"audio declares {declared_wav:.1f} s, limit {max_seconds:g} s", parameter)
     try:
         with av.open(
             io.BytesIO(data), mode="r", format=fmt, io_open=_refuse_nested_open,
@@ -275,7 +324,9 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bo
     except MemoryError:
         raise _bad("invalidAudio", "audio too large to decode", parameter) from None
     except Exception as e:  # noqa: BLE001 - FFmpeg errors have many types; none may escape as a 500
-        raise _bad("invalidAudio", f"unreadable audio ({type(e).__name__}: {e})"[:300], parameter) from None
+        # FFmpeg's text ("InvalidDataError: [Errno 1094995529] ...") means nothing to a client.
+        raise _bad("invalidAudio", "The audio could not be read: it is corrupt, truncated or not in a supported "
+                   "format (WAV, MP3, AAC, OGG, FLAC, M4A, WEBM).", parameter) from None
 
 
 def probe_audio(data: bytes, *, parameter: str, max_seconds: float) -> AudioInfo:

@@ -240,7 +240,7 @@ async def resolve_checked(
         try:
             raw = await (resolver or _default_resolver)(target.host, target.port)
         except (OSError, UnicodeError) as e:
-            raise FetchError(f"cannot resolve {target.host!r} ({e})", kind="network") from None
+            raise FetchError(f"cannot resolve the host name {target.host!r}", kind="network") from None
         answers = []
         for a in raw:
             try:
@@ -338,7 +338,7 @@ async def _one_hop(
         finally:
             await resp.aclose()
         return GuardedResponse(status=resp.status_code, headers=resp.headers, body=data, url=str(target.url))
-    raise FetchError(f"cannot connect to {target.host} ({type(last_error).__name__})", kind="network")
+    raise FetchError(f"cannot connect to {target.host}", kind="network")
 
 
 async def guarded_request(
@@ -373,7 +373,7 @@ async def guarded_request(
     except httpx.TimeoutException:
         raise FetchError("timed out", kind="timeout") from None
     except httpx.HTTPError as e:
-        raise FetchError(f"network error ({type(e).__name__})", kind="network") from None
+        raise FetchError("the connection failed before a complete response arrived", kind="network") from None
     finally:
         if own:
             await c.aclose()
@@ -419,7 +419,7 @@ async def get_following_redirects(
     except httpx.TimeoutException:
         raise FetchError("timed out", kind="timeout") from None
     except httpx.HTTPError as e:
-        raise FetchError(f"network error ({type(e).__name__})", kind="network") from None
+        raise FetchError("the connection failed before a complete response arrived", kind="network") from None
 
 
 async def fetch_bytes(

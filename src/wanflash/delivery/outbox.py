@@ -42,7 +42,7 @@ from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import JobSource, OutboxMessage, TaskRecord
-from wanflash.observability.logs import task_context
+from wanflash.observability.logs import redact_url, task_context
 from wanflash.storage.local import persisted_secret
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ class OutboxDeliverer(BackgroundLoop):
             state, next_at = out.state, None
         self._count("retry" if state == "pending" else state)
         if state != "delivered":
-            log.warning("webhook %s to %s: %s after %d attempts (%s)", m.msg_id, m.url, state, attempts, out.error)
+            log.warning("webhook %s to %s: %s after %d attempts (%s)", m.msg_id, redact_url(m.url), state, attempts,
+                        out.error)
         await asyncio.to_thread(self.store.outbox_result, m.msg_id, state=state, attempts=attempts, next_at=next_at,
                                 status=out.status, error=out.error)
 

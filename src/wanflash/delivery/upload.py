@@ -81,7 +81,9 @@ async def put_output(
         try:
             length = path.stat().st_size
         except OSError as e:
-            raise JobFailed("uploadFailed", f"output file unreadable: {e}", retryable=False) from None
+            why = e.strerror or "I/O error"
+            raise JobFailed("uploadFailed", f"The output file could not be read for the upload ({why}).",
+                            retryable=False) from None
         content = _file_stream(path)
     headers = {"content-length": str(length)}
     if content_type:

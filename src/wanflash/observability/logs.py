@@ -6,6 +6,12 @@ webhooks, the executor child rendering it). asyncio tasks and ``asyncio.to_threa
 context, so every record logged inside, by any logger, carries ``taskUUID``; a record logged
 with ``extra={"taskUUID": ...}`` keeps its own. :func:`configure_logging` installs one root
 handler (JSON when ``settings.log_json``) with the filter that attaches it.
+
+Secrets stay out of the logs: URLs carry them in their query strings (a webhook's ``?token=``,
+a presigned PUT's signature, a ``/media`` link's ``sig``), so :class:`RedactFilter`, on the same
+handler, cuts every URL and request path in a record down to scheme, host and path (httpx's
+request lines, uvicorn's access log and our own messages alike). :func:`redact_url` does the
+same for one URL.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -48,6 +55,37 @@ class TaskFilter(logging.Filter):
         return True
 
 
+_URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)|(?<![\w/])/[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
+
+
+def redact_url(url: object) -> str:
+    """``url`` (or any text holding URLs) with every query string and fragment removed."""
+    return _URL_QUERY.sub(r"\1", str(url))
+
+
+class RedactFilter(logging.Filter):
+    """Remove query strings (tokens, signatures) from URLs in a record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and ("?" in record.msg or "#" in record.msg):
+            record.msg = redact_url(record.msg)
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_redact_arg(a) for a in args)
+        elif isinstance(args, dict) and args:
+            record.args = {k: _redact_arg(v) for k, v in args.items()}
+        return True
+
+
+def _redact_arg(value: object) -> object:
+    # Numbers keep their type (for %d); anything else whose text holds a query string (a str, an
+    # httpx.URL, an exception quoting a URL) is replaced by its redacted text.
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = str(value)
+    return redact_url(text) if ("?" in text or "#" in text) else value
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, taskUUID (when about a task), process, exc."""
 
@@ -75,6 +113,7 @@ def make_handler(*, json_lines: bool, stream: TextIO | None = None, process_labe
                  ) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(TaskFilter())
+    handler.addFilter(RedactFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter(process_label))
     else:

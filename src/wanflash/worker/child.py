@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable
+import multiprocessing.connection
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,8 +222,33 @@ def guarded(job: RunJob, work: Callable[[], Done]) -> Done | Failed | Cancelled:
         return Failed(job.task_uuid, code, f"{name}: {exc}", False)
 
 
+def exit_with_parent(poll_s: float = 0.5) -> threading.Thread:
+    """Exit this process at once when its parent dies, even mid-render or mid-load.
+
+    The pipe's EOF is only seen between jobs; a parent killed with SIGKILL would leave the child
+    rendering (on a GPU, beside the new executor the restarted service starts). A daemon thread
+    waits on multiprocessing's parent sentinel (readable when the parent is gone), or polls the
+    parent pid where there is none, and then ``os._exit``s."""
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    ppid = os.getppid()
+
+    def watch() -> None:
+        if sentinel is not None:
+            multiprocessing.connection.wait([sentinel])
+        else:
+            while os.getppid() == ppid:
+                time.sleep(poll_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="wanflash-parent-watch", daemon=True)
+    t.start()
+    return t
+
+
 def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Settings") -> None:
     """Entry point of the executor child (multiprocessing spawn)."""
+    exit_with_parent()
     configure_logging(json_lines=settings.log_json, process_label="child")
     t0 = time.monotonic()
     try:

@@ -69,6 +69,40 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes per task
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def sweep_tmp(root: Path) -> int:
+    """Remove what dead processes left in ``root`` (``data_dir/tmp``): a SIGKILLed worker never
+    cleans its task directories, and rendered video there can be gigabytes. A ``<host>-<pid>``
+    directory goes when it is this host's and that process is gone; an entry of any other shape
+    (the older flat layout) always goes. Returns how many entries were removed."""
+    if not root.is_dir():
+        return 0
+    host = socket.gethostname()
+    removed = 0
+    for entry in root.iterdir():
+        name_host, _, pid = entry.name.rpartition("-")
+        if pid.isdigit() and name_host:
+            if name_host != host or _pid_alive(int(pid)):
+                continue  # another machine's (shared data dir) or a live process's
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("removed %d leftover temporary director%s under %s", removed, "y" if removed == 1 else "ies", root)
+    return removed
+
+
 class Supervisor:
     def __init__(self, settings: "Settings", store: JobSource, storage: "ObjectStore", executor: Executor, *,
                  wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True,
@@ -81,13 +115,16 @@ class Supervisor:
         self.poll_seconds = poll_seconds
         self.release_orphans = release_orphans
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.tmp_root = Path(settings.data_dir) / "tmp"
+        # Each supervisor process works in its own tmp/<host>-<pid>/, so one starting up can tell
+        # which leftovers are a dead process's (see sweep_tmp) while others share the data dir.
+        self.tmp_root = Path(settings.data_dir) / "tmp" / f"{socket.gethostname()}-{os.getpid()}"
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.current: str | None = None
         self.metrics = metrics
 
     def start(self) -> None:
+        sweep_tmp(self.tmp_root.parent)
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         # Import what finishing a task needs now, before requests arrive: PyAV's first import
         # holds the GIL for ~50 ms, and made lazily by the first completion it stalled every
