@@ -43,7 +43,7 @@ async def test_image_format_allow_list_and_submit_url_checks(tmp_path: Path) -> 
             r = await http.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": _image_b64("TIFF")}])
             e = r.json()["errors"][0]
             assert r.status_code == 400 and e["code"] == "invalidImage" and e["parameter"] == "image"
-            assert "unsupported image format" in e["message"] and e["taskType"] == "imageUpload"
+            assert "Unsupported image format" in e["message"] and e["taskType"] == "imageUpload"
             # Data after padding: strict base64 refuses it, naming the parameter.
             t = video_task(inputs={"frameImages": [{"image": "data:image/png;base64,QUJD=QUJDRA=="}]})
             e = (await http.post("/v1", json=[t])).json()["errors"][0]

@@ -63,6 +63,10 @@ _WS = re.compile(r"\s+")
 
 
 def _bad(code: str, message: str, parameter: str) -> InvalidRequest:
+    # Messages reach API clients: written as plain sentences (capital, full stop), never a decoder's text.
+    message = message[:1].upper() + message[1:]
+    if not message.endswith("."):
+        message += "."
     return InvalidRequest(errors=[RunwareError(code=code, message=message, parameter=parameter)])
 
 
@@ -305,7 +309,7 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bo
             for frame in c.decode(s):
                 n += frame.samples
                 if n > limit:  # count what decodes: a header can claim 1 s and carry an hour
-                    raise _bad("audioTooLong", f"decoded audio exceeds {max_seconds:g} s", parameter)
+                    raise _bad("audioTooLong", f"the decoded audio exceeds {max_seconds:g} s", parameter)
                 if resampler is not None:
                     for out in resampler.resample(frame):
                         chunks.append(out.to_ndarray())
