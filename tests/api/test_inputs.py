@@ -153,3 +153,39 @@ def test_a_refused_submit_leaves_no_inputs_behind(tmp_path: Path) -> None:
     task = _i2v()
     reply = asyncio.run(router.handle(task, "http://h", "k"))  # type: ignore[attr-defined]
     assert reply.data and len(stored(storage, task)) == 1
+
+
+def test_large_images_are_stored_at_2048_on_the_long_side(tmp_path: Path) -> None:
+    big = Image.fromarray((np.arange(2600 * 1300) % 253).astype(np.uint8).reshape(1300, 2600), "L")
+    key, _, view = store(tmp_path, encoded(big, "PNG"))
+    assert key == "inputs/t/image.png" and view.size == (2048, 1024)
+
+
+def test_decodes_run_at_most_max_concurrent_decodes_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    settings = make_settings(tmp_path, max_concurrent_decodes=2)
+    resolver = InputResolver(settings, None, LocalStore(tmp_path / "media"))  # type: ignore[arg-type]
+    lock, running, peak = threading.Lock(), [0], [0]
+    real = resolver._decode_image
+
+    def counted(data: bytes, where: _Where) -> tuple[bytes, str, tuple[int, int]]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)
+        try:
+            return real(data, where)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(resolver, "_decode_image", counted)
+    ref = "data:image/png;base64," + base64.b64encode(encoded(gradient(), "PNG")).decode()
+
+    async def burst() -> None:
+        await asyncio.gather(*(resolver.store_image(ref, f"inputs/t{i}/image", WHERE) for i in range(8)))
+
+    asyncio.run(burst())
+    assert peak[0] == 2

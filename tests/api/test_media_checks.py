@@ -359,3 +359,29 @@ def test_truncated_wav_refused_or_short() -> None:
     data = wav(1.0)
     with pytest.raises(InvalidRequest):
         mc.probe_audio(data[:50], parameter=A, max_seconds=5)
+
+
+def test_wav_declared_length_is_capped() -> None:
+    """A WAV whose header declares 7200 s but holds 2 s (FFmpeg reports the 2 s present) is refused
+    by its declared length, as the README says."""
+    data = bytearray(wav(2.0))
+    at = data.index(b"data")
+    data[at + 4:at + 8] = (7200 * 8000 * 2).to_bytes(4, "little")  # 8 kHz mono s16: 16000 bytes/s
+    data[4:8] = (len(data) - 8 + 7198 * 16000).to_bytes(4, "little")
+    with pytest.raises(InvalidRequest) as ei:
+        mc.probe_audio(bytes(data), parameter=A, max_seconds=60)
+    code, msg = err(ei)
+    assert code == "audioTooLong" and "declares 7200.0 s" in msg
+    assert mc.wav_declared_seconds(bytes(data)) == 7200
+    assert mc.probe_audio(wav(2.0), parameter=A, max_seconds=60).seconds == 2.0  # honest headers pass
+
+
+def test_large_images_are_scaled_to_max_side_keeping_aspect() -> None:
+    """Stored images are at most ``max_side`` on the long side (Runware's 2048), aspect kept, for
+    every path: greyscale PNG (shrunk before the RGB conversion), RGB JPEG (DCT draft), palette."""
+    grey = Image.fromarray((np.arange(3000 * 1000) % 251).astype(np.uint8).reshape(1000, 3000), "L")
+    for data, want in ((png(grey), (2048, 683)), (jpeg(gradient(1200, 3000)), (819, 2048)),
+                       (png(gradient(2500, 500).convert("P")), (2048, 410)), (png(gradient(100, 80)), (100, 80))):
+        out = mc.decode_image(data, parameter=P, max_pixels=10**8, max_side=2048)
+        assert out.mode == "RGB" and out.size == want, (out.size, want)
+    assert mc.decode_image(png(grey), parameter=P, max_pixels=10**8).size == (3000, 1000)  # no cap asked

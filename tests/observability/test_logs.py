@@ -119,3 +119,27 @@ def test_wanflash_serve_logs_json_lines(tmp_path: Path) -> None:
     records = [json.loads(ln) for ln in err.splitlines() if ln.strip()]  # every line is one JSON object
     assert any(r["logger"] == "uvicorn.access" and "/health" in str(r["message"]) for r in records), records
     assert any(r["logger"] == "uvicorn.error" and "Uvicorn running" in str(r["message"]) for r in records)
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_urls_in_logs_keep_scheme_host_and_path_only(root_logging: None, json_lines: bool) -> None:
+    """Query strings carry secrets (a webhook's ?token=, presigned signatures, /media sig): httpx's
+    request lines, uvicorn's access log and our own warnings log scheme://host/path only."""
+    import httpx
+
+    out = io.StringIO()
+    configure_logging(json_lines=json_lines, stream=out)
+    with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))) as client:
+        client.post("https://hooks.example/in?token=SECRET1")
+    logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET",
+                                             "/media/outputs/x/0.mp4?exp=1&sig=SECRET2", "1.1", 200)
+    logging.getLogger("wanflash.delivery.outbox").warning("webhook %s to %s: %s after %d attempts", "m1",
+                                                          "https://h.example/w?token=SECRET3", "exhausted", 5)
+    logging.getLogger("wanflash.x").warning("PUT https://b.s3.example/k?X-Amz-Signature=SECRET4#f failed")
+    text = out.getvalue()
+    assert "SECRET" not in text, text
+    if json_lines:
+        text = "\n".join(str(r["message"]) for r in parse(text))
+    for kept in ("https://hooks.example/in", '"GET /media/outputs/x/0.mp4 HTTP/1.1" 200', "https://h.example/w",
+                 "after 5 attempts", "PUT https://b.s3.example/k failed"):
+        assert kept in text, (kept, text)
