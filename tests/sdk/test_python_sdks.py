@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.api.support import API_KEY
+from tests.api.support import API_KEY, make_settings
 from tests.sdk.conftest import HERE, download_and_probe, isolated_sdk, run_client
-from wanflash.testing import LiveServer
+from wanflash.testing import LiveServer, live_server
 
 EXAMPLES: list[dict[str, Any]] = json.loads((HERE / "model_page_examples.json").read_text())
 
@@ -88,3 +88,23 @@ def test_runware_sdk_rest(sdk_server: LiveServer, assets: dict[str, Path], tmp_p
 
 def test_runware_sdk_websocket(sdk_server: LiveServer, assets: dict[str, Path], tmp_path: Path) -> None:
     _runware_sdk(sdk_server, assets, tmp_path, "websocket")
+
+
+def test_runware_sdk_partial_batch_is_not_a_failed_request(tmp_path: Path) -> None:
+    """A REST array where one task is accepted and one refused (429) is answered 200 with the refusal
+    in errors[]: runware-sdk returns it as it is. Answered 429, the SDK retried the whole array, which
+    resubmitted the accepted task (conflictTaskUUID) and raised (issue 15, item 2)."""
+    path = isolated_sdk("runware-sdk==1.8.0")
+    settings = make_settings(tmp_path / "d", rate_limit_burst=1, rate_limit_per_s=0.001)
+    with live_server(settings, pipeline_factory="tests.sdk.fast_pipeline:factory") as s:
+        ok, refused = small_task(), small_task()
+        for t in (ok, refused):
+            del t["inputs"]  # text-to-video: no upload needed
+        job = {"http_url": s.http_url + "/v1", "key": API_KEY, "tasks": [ok, refused]}
+        out = run_client([sys.executable, str(HERE / "clients" / "runware_sdk_batch.py")], job,
+                         env={"PYTHONPATH": str(path)})
+        assert "frame" in out, out
+        frame = out["frame"]
+        assert frame["data"] == [{"taskType": "videoInference", "taskUUID": ok["taskUUID"]}]
+        assert [(e["code"], e["taskUUID"]) for e in frame["errors"]] == [("rateLimitExceeded", refused["taskUUID"])]
+        assert s.services.store.get(ok["taskUUID"]) is not None and s.services.store.get(refused["taskUUID"]) is None
