@@ -20,9 +20,9 @@ import httpx
 import websockets
 from PIL import Image
 
-from wanflash.api.auth import hash_key
 from tests.api.support import API_KEY, FAKE, make_settings
 from tests.api.test_ws_protocol import video_task
+from wanflash.api.auth import hash_key
 from wanflash.testing import live_server
 
 HDR = {"Authorization": f"Bearer {API_KEY}"}

@@ -114,7 +114,7 @@ def decode_base64_input(value: str, *, parameter: str, max_bytes: int) -> bytes 
     s += "=" * (-len(s) % 4)
     try:
         out = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError) as e:
+    except (binascii.Error, ValueError):
         raise _bad("invalidBase64", "invalid base64: characters outside the alphabet or misplaced padding",
                    parameter) from None
     if not out:
@@ -169,7 +169,7 @@ def decode_image(data: bytes, *, parameter: str, max_pixels: int, max_side: int 
         raise _bad("imageTooLarge", f"image exceeds {max_pixels} pixels", parameter) from None
     except MemoryError:
         raise _bad("imageTooLarge", "image too large to decode", parameter) from None
-    except Exception as e:  # noqa: BLE001 - decoder errors come in many types; none may escape as a 500
+    except Exception:  # noqa: BLE001 - decoder errors come in many types; none may escape as a 500
         # The decoder's own text (exception types, errno values) means nothing to a client.
         raise _bad("invalidImage", "The image could not be decoded: it is corrupt or truncated.", parameter) from None
 
@@ -327,7 +327,7 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bo
         raise
     except MemoryError:
         raise _bad("invalidAudio", "audio too large to decode", parameter) from None
-    except Exception as e:  # noqa: BLE001 - FFmpeg errors have many types; none may escape as a 500
+    except Exception:  # noqa: BLE001 - FFmpeg errors have many types; none may escape as a 500
         # FFmpeg's text ("InvalidDataError: [Errno 1094995529] ...") means nothing to a client.
         raise _bad("invalidAudio", "The audio could not be read: it is corrupt, truncated or not in a supported "
                    "format (WAV, MP3, AAC, OGG, FLAC, M4A, WEBM).", parameter) from None

@@ -239,7 +239,7 @@ async def resolve_checked(
     else:
         try:
             raw = await (resolver or _default_resolver)(target.host, target.port)
-        except (OSError, UnicodeError) as e:
+        except (OSError, UnicodeError):
             raise FetchError(f"cannot resolve the host name {target.host!r}", kind="network") from None
         answers = []
         for a in raw:
@@ -317,7 +317,6 @@ async def _one_hop(
     host_header = f"[{target.host}]" if isinstance(target.literal, ipaddress.IPv6Address) else target.host
     if target.url.port is not None:
         host_header += f":{target.url.port}"
-    last_error: Exception | None = None
     for ip in addrs:
         pinned = target.url.copy_with(host=str(ip))
         hdrs = httpx.Headers(headers or {})
@@ -330,9 +329,8 @@ async def _one_hop(
         request = client.build_request(method, pinned, headers=hdrs, content=body, extensions=extensions)
         try:
             resp = await client.send(request, stream=True, follow_redirects=False)
-        except httpx.ConnectError as e:
-            last_error = e  # nothing was sent; try the next checked address
-            continue
+        except httpx.ConnectError:
+            continue  # nothing was sent; try the next checked address
         try:
             data = await _read_capped(resp, max_response_bytes, truncate_response)
         finally:
@@ -372,7 +370,7 @@ async def guarded_request(
         raise FetchError(f"no complete response within {deadline_s:g} s", kind="timeout") from None
     except httpx.TimeoutException:
         raise FetchError("timed out", kind="timeout") from None
-    except httpx.HTTPError as e:
+    except httpx.HTTPError:
         raise FetchError("the connection failed before a complete response arrived", kind="network") from None
     finally:
         if own:
@@ -418,7 +416,7 @@ async def get_following_redirects(
         raise FetchError(f"not fetched within {deadline_s:g} s", kind="timeout") from None
     except httpx.TimeoutException:
         raise FetchError("timed out", kind="timeout") from None
-    except httpx.HTTPError as e:
+    except httpx.HTTPError:
         raise FetchError("the connection failed before a complete response arrived", kind="network") from None
 
 

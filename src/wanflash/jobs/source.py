@@ -299,7 +299,7 @@ class Listeners:
 def upload_from_row(row: Mapping[str, Any]) -> Upload:
     """An ``uploads`` row (either adapter) as an :class:`Upload`."""
     return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"],
-                  row["key_hash"] if "key_hash" in row.keys() else None)
+                  row["key_hash"] if "key_hash" in row.keys() else None)  # noqa: SIM118 - sqlite3.Row
 
 
 def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
@@ -319,7 +319,7 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
         created=row["created"],
         finished=row["finished"],
         priority=row["priority"],
-        owner=row["key_hash"] if "key_hash" in row.keys() else None,
+        owner=row["key_hash"] if "key_hash" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row: `in` is values
     )
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import time
 from collections.abc import Callable
-import multiprocessing.connection
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -90,9 +90,8 @@ def sweep_tmp(root: Path) -> int:
     removed = 0
     for entry in root.iterdir():
         name_host, _, pid = entry.name.rpartition("-")
-        if pid.isdigit() and name_host:
-            if name_host != host or _pid_alive(int(pid)):
-                continue  # another machine's (shared data dir) or a live process's
+        if pid.isdigit() and name_host and (name_host != host or _pid_alive(int(pid))):
+            continue  # another machine's (shared data dir) or a live process's
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
