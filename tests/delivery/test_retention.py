@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from tests.jobs.test_store import spec
 from wanflash.api.app import create_app
-from wanflash.api.auth import db_path
+from wanflash.api.auth import db_path, hash_key
 from wanflash.config import Settings
 from wanflash.delivery.retention import MediaSweeper, build, task_keys
 from wanflash.jobs.store import TaskStore
@@ -25,7 +25,7 @@ GRACE = 100
 
 
 def finished_task(store: TaskStore, media: LocalStore, *, finished: float, ttl: int | None = 60,
-                  image_key: str | None = None) -> str:
+                  image_key: str | None = None, key_hash: str | None = None) -> str:
     """A task completed at ``finished`` with two outputs and its own input image and audio stored."""
     s = spec()
     tu = s.task_uuid
@@ -37,7 +37,7 @@ def finished_task(store: TaskStore, media: LocalStore, *, finished: float, ttl: 
     for i in range(2):
         media.put_bytes(f"outputs/{tu}/{i}.mp4", b"mp4")
         results.append({"videoUUID": f"v{i}", "seed": i, "key": f"outputs/{tu}/{i}.mp4"})
-    store.insert(s, now=finished - 10)
+    store.insert(s, now=finished - 10, key_hash=key_hash)
     c = store.claim("w", 30, now=finished - 5)
     assert c and store.complete(tu, c.attempt, results, now=finished)
     return tu
@@ -148,7 +148,7 @@ def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
     store = TaskStore(db_path(settings))
     media = LocalStore(tmp_path / "media")
     long_ago = time.time() - 7 * 86400
-    tu = finished_task(store, media, finished=long_ago)
+    tu = finished_task(store, media, finished=long_ago, key_hash=hash_key("k"))  # submitted with key "k"
     store.close()
     assert files(media)
     with TestClient(create_app(settings, worker=False)) as client:

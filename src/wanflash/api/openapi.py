@@ -157,13 +157,15 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
         "/v1": {"post": {
             "summary": "Run Runware tasks (videoInference, getResponse, imageUpload, mediaStorage, ping)",
             "description": f"The same task arrays as the WebSocket at ws(s)://<host>/v1. Model: `{MODEL_ID}`. "
-                           "Status 200 when no task failed, else the first failing task's status.",
+                           "Status 200 when at least one task was done (refused ones are in errors[]; a poll of a "
+                           "failed task is done: 200 with the task's error), else the first refusal's status. "
+                           "Every error answer is the JSON envelope.",
             "security": [{"bearer": []}, {}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "array", "items": {"anyOf": task_refs}}}}},
             "responses": {
-                "200": envelope, "400": envelope, "401": envelope, "404": envelope,
-                "413": envelope, "429": {**envelope, "headers": {"Retry-After": {"schema": {"type": "string"}}}},
+                "200": envelope, "400": envelope, "401": envelope, "404": envelope, "405": envelope,
+                "408": envelope, "413": envelope, "429": {**envelope, "headers": {"Retry-After": {"schema": {"type": "string"}}}},
                 "500": envelope, "503": envelope, "504": envelope,
             },
         }},
