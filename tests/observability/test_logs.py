@@ -129,16 +129,21 @@ def test_urls_in_logs_keep_scheme_host_and_path_only(root_logging: None, json_li
 
     out = io.StringIO()
     configure_logging(json_lines=json_lines, stream=out)
+    # As `wanflash serve` runs uvicorn (log_config=None): its loggers propagate to the root handler. A
+    # live test server earlier in the session applied uvicorn's own config (WARNING, no propagation).
+    saved = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate, logging.getLogger(n).disabled)
+             for n in ("httpx", "uvicorn", "uvicorn.access")}
+    for n in saved:
+        logging.getLogger(n).setLevel(logging.INFO)
+        logging.getLogger(n).propagate, logging.getLogger(n).disabled = True, False
     access = logging.getLogger("uvicorn.access")
-    levels = {name: logging.getLogger(name).level for name in ("httpx", "uvicorn.access")}
-    for name in levels:  # a live test server earlier in the session may have set WARNING
-        logging.getLogger(name).setLevel(logging.INFO)
     with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))) as client:
         client.post("https://hooks.example/in?token=SECRET1")
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/media/outputs/x/0.mp4?exp=1&sig=SECRET2", "1.1",
                 200)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    for n, (level, propagate, disabled) in saved.items():
+        logging.getLogger(n).setLevel(level)
+        logging.getLogger(n).propagate, logging.getLogger(n).disabled = propagate, disabled
     logging.getLogger("wanflash.delivery.outbox").warning("webhook %s to %s: %s after %d attempts", "m1",
                                                           "https://h.example/w?token=SECRET3", "exhausted", 5)
     logging.getLogger("wanflash.x").warning("PUT https://b.s3.example/k?X-Amz-Signature=SECRET4#f failed")
