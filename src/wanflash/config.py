@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     attention_backend: str | None = None  # diffusers backend name, e.g. "flash", "sage", "_native_cudnn"
     compile: bool = False  # torch.compile of the repeated transformer blocks
-    cpu_offload: Literal["none", "model", "group"] = "none"
+    # Memory plan of the Wan model (wanflash.pipelines.memory): "auto" picks from the GPU's memory
+    # and the profile; or full | text_encoder_cpu | model_offload | group_offload.
+    memory: Literal["auto", "full", "text_encoder_cpu", "model_offload", "group_offload"] = "auto"
+    fp8_weights: bool = False  # transformer weights stored in float8_e4m3fn (diffusers layerwise casting)
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    native_1080p: Literal["auto", "on", "off"] = "auto"  # generate 1080p at 1080p instead of upscaling 720p
+    cpu_offload: Literal["none", "model", "group"] = "none"  # deprecated: WANFLASH_MEMORY=model_offload|group_offload
     executor: Literal["subprocess", "inprocess"] = "subprocess"
     batch_results: bool = True  # run numberResults as one batch where memory allows
 
@@ -151,6 +157,21 @@ class Settings(BaseSettings):
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("WANFLASH_STORAGE=s3 needs WANFLASH_S3_BUCKET")
         return self
+
+    @model_validator(mode="after")
+    def _memory_consistent(self) -> "Settings":
+        mapped = {"model": "model_offload", "group": "group_offload"}.get(self.cpu_offload)
+        if mapped and self.memory not in ("auto", mapped):
+            raise ValueError(f"WANFLASH_CPU_OFFLOAD={self.cpu_offload} (deprecated) contradicts "
+                             f"WANFLASH_MEMORY={self.memory}: unset WANFLASH_CPU_OFFLOAD")
+        return self
+
+    @property
+    def memory_setting(self) -> str:
+        """The memory plan asked for: ``WANFLASH_MEMORY``, or the deprecated ``WANFLASH_CPU_OFFLOAD`` mapped to it."""
+        if self.memory == "auto" and self.cpu_offload != "none":
+            return {"model": "model_offload", "group": "group_offload"}[self.cpu_offload]
+        return self.memory
 
     @property
     def api_key_list(self) -> list[str]:

@@ -31,6 +31,8 @@ from diffusers.utils import logging as diffusers_logging
 
 from wanflash.errors import JobFailed
 from wanflash.pipelines.base import GenerationResult, OnStep, no_progress
+from wanflash.pipelines.memory import MemoryPlan, choose_plan, generation_size
+from wanflash.pipelines.placement import activate, apply_plan, gpu_total_bytes
 from wanflash.pipelines.postprocess import fit_image, fit_video, match_colors, to_uint8
 from wanflash.pipelines.profiles import Profile, plan_segments
 
@@ -101,6 +103,7 @@ class WanVideoPipeline:
         self.i2v: WanImageToVideoPipeline | None = None
         self.t2v: WanPipeline | None = None
         self._offloaded_for: Any = None
+        self.plan: MemoryPlan | None = None  # chosen at load (wanflash.pipelines.memory)
 
     # -- loading
 
@@ -135,12 +138,10 @@ class WanVideoPipeline:
         if self.settings.attention_backend:
             for t in transformers:
                 t.set_attention_backend(self.settings.attention_backend)
-        if self.settings.cpu_offload == "group":
-            self._group_offload(i2v, t2v)
-        elif self.settings.cpu_offload == "none":
-            i2v.to(self.device)
-            if t2v is not None:
-                t2v.to(self.device)
+        self.plan = choose_plan(self.profile.name, gpu_total_bytes(self.device), setting=self.settings.memory_setting,
+                                fp8=self.settings.fp8_weights, vae_tiling=self.settings.vae_tiling,
+                                native_1080p=self.settings.native_1080p, t2v=(t2v_dir / "model_index.json").is_file())
+        apply_plan(self.plan, (i2v, t2v), self.device, self.dtype)
         if self.settings.compile:
             for t in transformers:
                 t.compile_repeated_blocks(fullgraph=True)
@@ -181,28 +182,8 @@ class WanVideoPipeline:
             pipe.load_lora_weights(str(f), adapter_name=f"low_{f.stem}", load_into_transformer_2=True)
         pipe.fuse_lora(components=["transformer", "transformer_2"] if low else ["transformer"])
 
-    def _group_offload(self, *pipes: Any) -> None:
-        from diffusers.hooks import apply_group_offloading
-
-        done: set[int] = set()
-        for pipe in pipes:
-            if pipe is None:
-                continue
-            for name, module in pipe.components.items():
-                if not isinstance(module, torch.nn.Module) or id(module) in done:
-                    continue
-                done.add(id(module))
-                kind = "block_level" if name.startswith("transformer") else "leaf_level"
-                extra = {"num_blocks_per_group": 1} if kind == "block_level" else {}
-                apply_group_offloading(module, onload_device=self.device, offload_device=torch.device("cpu"),
-                                       offload_type=kind, use_stream=self.device.type == "cuda", **extra)
-
     def _activate(self, pipe: Any) -> None:
-        # Model offload hooks chain the modules of one pipeline; the two pipelines share modules,
-        # so the hooks are (cheaply) reinstalled when the other pipeline is used.
-        if self.settings.cpu_offload == "model" and self._offloaded_for is not pipe:
-            pipe.enable_model_cpu_offload(device=self.device)
-            self._offloaded_for = pipe
+        self._offloaded_for = activate(self.plan, pipe, self.device, self._offloaded_for)
 
     @property
     def text_to_video(self) -> bool:
@@ -245,7 +226,8 @@ class WanVideoPipeline:
         }
 
     def _generate(self, spec: JobSpec, on_step: OnStep, image: Image.Image | None, *, batch: bool) -> GenerationResult:
-        gw, gh = self.profile.generation_size(spec.width, spec.height)
+        assert self.plan is not None
+        gw, gh = generation_size(self.profile, self.plan, spec.width, spec.height)
         clips = plan_segments(spec.num_frames, self.profile.max_clip_frames)
         seeds = list(spec.seeds)
         groups = [seeds] if batch else [[s] for s in seeds]
@@ -280,7 +262,8 @@ class WanVideoPipeline:
         for s in seeds:
             video = to_uint8(np.concatenate(parts[s])[: spec.num_frames])
             videos.append(fit_video(video, spec.width, spec.height))
-        info = {"generation_size": (gw, gh), "clips": clips, "batched": batch, "steps": self.profile.steps}
+        info = {"generation_size": (gw, gh), "clips": clips, "batched": batch, "steps": self.profile.steps,
+                "memory_plan": self.plan.label()}
         return GenerationResult(videos=videos, seeds=seeds, audio=[None] * len(seeds), info=info)
 
     def _call(self, spec: JobSpec, seeds: list[int], index: int, frames: int, gw: int, gh: int,
