@@ -104,3 +104,26 @@ def test_doctor_names_missing_audio_weights(tmp_path: Path, capsys: pytest.Captu
     monkeypatch.setenv("WANFLASH_AUDIO_MODEL", "none")
     rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
     assert status["audio"] == "ok"
+
+
+def test_doctor_prints_the_memory_plan_for_the_detected_gpu(tmp_path: Path) -> None:
+    from wanflash.config import Settings
+    from wanflash.doctor import check_memory
+
+    gpu = {"available": True, "devices": [{"index": 0, "name": "RTX 4090", "total_bytes": 24 * 1024**3}]}
+    a14b = Settings(data_dir=tmp_path, profile="wan2.2-i2v-a14b", device="auto")
+    [check] = check_memory(a14b, gpu, host=256 * 1024**3)
+    assert check.status == "ok" and check.detail.startswith("plan group_offload on cuda:0 (24 GiB)")
+    assert "estimated peak" in check.detail and "GiB of weights in host memory" in check.detail
+    [small] = check_memory(a14b, gpu, host=32 * 1024**3)  # 64 GiB of offloaded experts do not fit in 32 GiB
+    assert small.status == "warn" and "32 GiB of RAM" in small.detail
+    forced = check_memory(Settings(data_dir=tmp_path, profile="wan2.2-i2v-a14b", memory="full"), gpu)
+    assert forced[-1].status == "fail" and "does not fit" in forced[-1].detail
+    old = check_memory(Settings(data_dir=tmp_path, profile="wan2.2-ti2v-5b", cpu_offload="model"), gpu,
+                       host=256 * 1024**3)
+    assert old[0].status == "warn" and "WANFLASH_MEMORY=model_offload" in old[0].fix
+    assert old[1].detail.startswith("plan model_offload")
+    no_gpu = check_memory(Settings(data_dir=tmp_path, profile="wan2.2-i2v-a14b"), {"available": False})
+    assert no_gpu[0].status == "warn" and "24 GB: group_offload" in no_gpu[0].detail
+    [tiny] = check_memory(Settings(data_dir=tmp_path, profile="tiny", device="cpu"), None)
+    assert tiny.status == "ok" and tiny.detail.startswith("plan full")

@@ -64,7 +64,55 @@ def check_engine(settings: "Settings") -> list[Check]:
         else:
             out.append(Check(name, "ok", mod["version"]))
     out.append(_cuda_check(settings, info.get("cuda")))
-    return out
+    return out + check_memory(settings, info.get("cuda"))
+
+
+def check_memory(settings: "Settings", cuda: dict[str, Any] | None, host: int | None = None) -> list[Check]:
+    """The memory plan the engine would use on the detected GPU, and its estimated peak; ``host``:
+    this machine's RAM in bytes (read from the OS when None)."""
+    import os
+
+    from wanflash.pipelines.memory import LAYOUTS, choose_plan, estimate
+
+    setting = settings.memory_setting
+    out: list[Check] = []
+    if settings.cpu_offload != "none":
+        out.append(Check("memory setting", "warn", f"WANFLASH_CPU_OFFLOAD={settings.cpu_offload} is deprecated; "
+                         f"it means WANFLASH_MEMORY={setting}", f"set WANFLASH_MEMORY={setting} instead"))
+    devices = (cuda or {}).get("devices") or []
+    index = int(settings.device.split(":")[1]) if settings.device.startswith("cuda:") else 0
+    gpu = next((d for d in devices if d["index"] == index), None)
+    if settings.device == "cpu" or not (cuda or {}).get("available"):
+        gpu = None
+    t2v = settings.weights_dir is not None and (Path(settings.weights_dir) / "t2v" / "model_index.json").is_file()
+    opts = dict(setting=setting, fp8=settings.fp8_weights, vae_tiling=settings.vae_tiling,
+                native_1080p=settings.native_1080p, t2v=t2v)
+    if settings.profile not in LAYOUTS:
+        plan = choose_plan(settings.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
+        return out + [Check("memory", "ok", f"plan {plan.label()} ({plan.reason})")]
+    if gpu is None:
+        picks = "; ".join(f"{g} GB: {choose_plan(settings.profile, g * GiB, **opts).label()} "  # type: ignore[arg-type]
+                          f"({estimate(settings.profile, choose_plan(settings.profile, g * GiB, **opts), t2v=t2v).gpu_bytes / GiB:.1f} GiB)"  # type: ignore[arg-type]
+                          for g in (24, 48, 80))
+        return out + [Check("memory", "warn", f"no GPU to plan for; on a GPU of {picks}",
+                            "run on a CUDA GPU (README: Real weights, memory plans)")]
+    plan = choose_plan(settings.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
+    est = estimate(settings.profile, plan, t2v=t2v)
+    detail = (f"plan {plan.label()} on cuda:{gpu['index']} ({gpu['total_bytes'] / GiB:.0f} GiB): estimated peak "
+              f"{est.gpu_bytes / GiB:.1f} GiB in {est.stage}, {est.host_bytes / GiB:.0f} GiB of weights in host "
+              f"memory; {plan.reason}")
+    if plan.reason.startswith("does not fit"):
+        return out + [Check("memory", "fail", detail, "set WANFLASH_MEMORY=auto (or group_offload), or "
+                            "WANFLASH_FP8_WEIGHTS=1")]
+    if host is None:
+        try:
+            host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            host = None
+    if host is not None and est.host_bytes > host - 4 * GiB:
+        return out + [Check("memory", "warn", detail + f"; but this machine has {host / GiB:.0f} GiB of RAM",
+                            "add RAM, or drop the t2v/ experts, or WANFLASH_FP8_WEIGHTS=1 (halves them)")]
+    return out + [Check("memory", "ok", detail)]
 
 
 def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
