@@ -1,50 +1,55 @@
-"""GPU latency: submit-to-URL seconds for 5 s 720p image-to-video, stage times, peak GPU memory,
-profile and speed-setting comparisons, and per-step time of full-size Wan transformers.
+"""GPU acceptance run: every stage of the service at full size and real token counts, per memory plan.
 
-Four parts (each prints a table; ``--json`` writes them all):
+One prepared script for the first session lent a GPU (one H100/H200, under 8 minutes, no weights):
 
-1. **E2E** (``--weights-dir`` with ``--profile``; or ``--e2e-profile tiny`` without weights):
-   ``wanflash serve`` in a subprocess with that profile, warm (one task first), then
-   ``--runs`` tasks of 5 s 720p I2V, each timed from the REST submit to the end of the download
-   of its ``videoURL``, in three audio modes: none (``audio: false``), native (``audio: true``:
-   the LTX-2 video-to-audio stage; needs ``--audio-weights-dir`` for a real profile, the tiny
-   profile has its own tiny model) and an ``inputs.audio`` track (5 s WAV, probed and muxed).
-2. **Stages** (same profile, in this process): one warm ``generate`` + encode with timers on
-   the diffusers components: text encoding, VAE encode of the condition, denoising (each
-   transformer call), VAE decode, post-processing (resize/crop to the requested size), PyAV
-   encode; peak GPU memory per stage. ``--speed`` repeats it for each speed setting.
-3. **Speed settings** (``--speed``): attention backend (``--backends``, diffusers'
-   ``set_attention_backend``), ``torch.compile`` of the repeated blocks, and fp8 *weight storage*
-   (diffusers ``enable_layerwise_casting``: weights kept in float8_e4m3fn, computed in bf16; it
-   saves memory, it is not fp8 matmuls, which this project does not implement).
-4. **Full-size transformer, random weights**: ``WanTransformer3DModel`` with the published
-   dimensions of Wan2.2-TI2V-5B (dim 3072 = 24 heads x 128, FFN 14336, 30 layers, 48 latent
-   channels, VAE stride 4x16x16) and one Wan2.2-I2V-A14B expert (dim 5120 = 40 x 128, FFN 13824,
-   40 layers, 36 in / 16 out channels, VAE stride 4x8x8), one forward pass (= one distilled step,
-   no CFG) at the real token count of 5 s 720p: 5B 121 frames at 1280x704 -> 31x22x40 = 27,280
-   tokens; A14B 81 frames at 1280x720 -> 21x45x80 = 75,600 tokens; 512 text tokens. Weights are
-   random (no weights can be downloaded here), which does not change the time of a step.
+1. **Stages, random weights, full size** (default). For each real profile it builds the published
+   layout in memory (``WanTransformer3DModel``, umT5-XXL ``UMT5EncoderModel``, ``AutoencoderKLWan``
+   with the configs of ``published-layouts.json``; random weights, which do not change the time
+   of a step) and hands it to the service's own ``WanVideoPipeline.adopt`` (attention backend,
+   memory plan, compile: the last part of ``load``), then runs ``WanVideoPipeline.generate`` on
+   a 5 s 720p image-to-video request exactly as a worker does: text encoder over 512 tokens,
+   VAE encode of the condition, denoising at the real token count (TI2V-5B: 121 frames at
+   1280x704 = 27,280 tokens with per-token timesteps, ``expand_timesteps``; A14B: 81 frames at
+   1280x720 = 75,600 tokens, high- then low-noise expert), VAE decode, resize, PyAV encode.
+   Each stage is timed (CUDA-synchronised) with its peak GPU memory; the job's peak is printed
+   next to ``wanflash.pipelines.memory.estimate`` for the same plan, which is how the estimates
+   in the README get checked. Rows: every memory plan (``full``, ``text_encoder_cpu``,
+   ``model_offload``, ``group_offload``), then the speed settings the service exposes
+   (``WANFLASH_ATTENTION_BACKEND``, ``WANFLASH_COMPILE``, ``WANFLASH_FP8_WEIGHTS``) on the plan
+   ``auto`` picks for this GPU. ``--steps`` denoising steps are run (default 2: one per A14B
+   expert) and the per-step time is reported; the profile's 4 steps are extrapolated from it.
+   A row that would overrun ``--deadline`` seconds is skipped and says so.
+2. **E2E with real weights** (``--weights-dir`` and ``--profile``): ``wanflash serve`` in a
+   subprocess, one warm task, then ``--runs`` 5 s 720p I2V tasks timed from the REST submit to
+   the end of the ``videoURL`` download, without audio, with native audio (``--audio-weights-dir``)
+   and with a muxed input track; then the stages above on the real weights, per plan.
 
-On a GPU the results are compared with the anchors (engines.md): 44 s on one H200 for a 4-step
-distilled 14B (LightX2V) and 16 s for distilled TI2V-5B (FastVideo, DiT alone 2.64 s).
+Not covered: the native-audio stage (LTX-2) at full size with random weights is not built here
+(it needs the audio backend to expose the same in-memory adoption; ``bench/audio.py`` times the
+audio stage on the tiny models, and part 2 times it with real weights).
 
-``--device cpu --smoke`` proves the script on a CPU: the tiny model end to end and per stage,
-and the full-size transformers cut to ``--blocks`` block(s) at a small latent; the per-step
-figures it prints are CPU figures for that reduced shape, NOT GPU numbers.
+Results: a table on stdout, ``--json FILE``, and with ``--results FILE`` (default
+``bench/RESULTS.md`` on a GPU, nothing in smoke mode) the table appended as a dated section.
 
-    python bench/gpu_latency.py --device cpu --smoke                       # any machine, minutes
-    python bench/gpu_latency.py                                            # GPU: tiny + full-size transformers
-    python bench/gpu_latency.py --weights-dir /models/Wan2.2-TI2V-5B-Diffusers --profile wan2.2-ti2v-5b --speed
-    python bench/gpu_latency.py --weights-dir /models/Wan2.2-I2V-A14B-Diffusers --profile wan2.2-i2v-a14b \\
-        --lora-dir /models/wan22-lightning --speed --backends native,flash,sage --json a14b.json
+``--device cpu --smoke`` runs the same code on a CPU in well under a minute: toy widths of the
+same layouts (same classes, channels, patching, VAE strides, flags), a 64x64-class clip of 5 frames,
+every plan applied (onload device = the CPU). Its figures are CPU figures for toy shapes, not GPU
+numbers.
+
+    python bench/gpu_latency.py --device cpu --smoke                # any machine, < 1 min
+    python bench/gpu_latency.py                                     # GPU, no weights: < 8 min on an H100/H200
+    python bench/gpu_latency.py --weights-dir /models/Wan2.2-TI2V-5B-Diffusers --profile wan2.2-ti2v-5b \\
+        --audio-weights-dir /models/LTX-2 --json 5b.json
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import datetime as dt
+import gc
 import io
-import itertools
 import sys
 import tempfile
 import time
@@ -58,28 +63,38 @@ import overhead
 
 ANCHORS = {"wan2.2-i2v-a14b": ("LightX2V 4-step 14B, 1x H200", 44.0),
            "wan2.2-ti2v-5b": ("FastVideo distilled TI2V-5B, 1x H200", 16.0)}
-FASTVIDEO_5B_DIT_S = 2.64  # DiT alone, FA3 + DMD + compile, 1x H200 (engines.md)
+PROFILES = ("wan2.2-ti2v-5b", "wan2.2-i2v-a14b")
+PLANS = ("full", "text_encoder_cpu", "model_offload", "group_offload")
 
-# Published transformer dimensions (Wan-AI/Wan2.2-*-Diffusers transformer/config.json; the
-# original repo's wan/configs/wan_ti2v_5B.py and wan_i2v_A14B.py). 720p x 5 s latent shapes.
-FULL_SIZE = {
-    "ti2v-5b": {
-        "config": dict(patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48,
-                       out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
-                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6),
-        "latent": (48, 31, 44, 80),  # 121 frames, 704x1280, VAE stride 4x16x16
-        "steps": 4, "experts_per_step": 1,
-    },
-    "i2v-a14b-expert": {
-        "config": dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36,
-                       out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
-                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6),
-        "latent": (36, 21, 90, 160),  # 81 frames, 720x1280, VAE stride 4x8x8
-        "steps": 4, "experts_per_step": 1,  # each step runs ONE expert (high- or low-noise)
-    },
+# Published configs (published-layouts.json; Wan-AI/Wan2.2-*-Diffusers).
+UMT5 = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_decoder_layers=24,
+            num_heads=64, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            dropout_rate=0.0, layer_norm_epsilon=1e-6, feed_forward_proj="gated-gelu", is_encoder_decoder=True,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False)
+DIT = dict(patch_size=(1, 2, 2), text_dim=4096, freq_dim=256, cross_attn_norm=True,
+           qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+LAYOUT = {
+    "wan2.2-ti2v-5b": dict(
+        transformer=dict(DIT, num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
+                         ffn_dim=14336, num_layers=30),
+        vae=dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                 attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0, is_residual=True,
+                 in_channels=12, out_channels=12, patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
+                 latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
+        experts=1, boundary_ratio=None, expand_timesteps=True, flow_shift=5.0),
+    "wan2.2-i2v-a14b": dict(
+        transformer=dict(DIT, num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
+                         ffn_dim=13824, num_layers=40),
+        vae=dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0),
+        experts=2, boundary_ratio=0.9, expand_timesteps=False, flow_shift=3.0),
 }
-TEXT_TOKENS = 512
-SMOKE_LATENT = {"ti2v-5b": (48, 2, 8, 8), "i2v-a14b-expert": (36, 2, 8, 8)}
+# --smoke: the same layouts at toy width and depth.
+TOY_DIT = dict(num_attention_heads=2, attention_head_dim=8, ffn_dim=32, num_layers=2, text_dim=32, freq_dim=16)
+TOY_UMT5 = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4)
+TOY_VAE = {"wan2.2-ti2v-5b": dict(base_dim=4, decoder_base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1),
+           "wan2.2-i2v-a14b": dict(base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1)}
+SMOKE_AREA, SMOKE_FRAMES = 64 * 64, 5
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -205,177 +220,163 @@ class StageTimer:
         setattr(owner, attr, timed)
 
 
-def build_pipeline(args: argparse.Namespace, profile: str, data_dir: Path, backend: str | None,
-                   compile_: bool, fp8: bool) -> Any:
-    from wanflash.config import Settings
-    from wanflash.pipelines.registry import create_pipeline
 
-    settings = Settings(data_dir=data_dir, profile=profile, device=args.device,
-                        weights_dir=args.weights_dir if profile != "tiny" else None,
-                        lora_dir=args.lora_dir if profile != "tiny" else None,
-                        attention_backend=None if backend in (None, "native") else backend, compile=compile_,
-                        audio_model="none")  # the video pipeline alone; bench/audio.py times the audio stage
-    pipe = create_pipeline(settings)
-    pipe.load()
-    if fp8:
-        import torch
 
-        for t in pipe._transformers(pipe.i2v, pipe.t2v):
-            t.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=pipe.dtype)
+# -- part 1: full-size random-weight stages through the service's engine -------------------------
+
+def random_pipelines(profile: str, *, smoke: bool, dtype: Any) -> Any:
+    """The published layout of ``profile`` as a ``BatchImageI2VPipeline`` with random weights, on the CPU
+    (where ``from_pretrained`` leaves weights before the plan places them)."""
+    torch = _torch()
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from wanflash.pipelines.tiny import _tokenizer
+    from wanflash.pipelines.wan import BatchImageI2VPipeline
+
+    lay = LAYOUT[profile]
+    tcfg = {**lay["transformer"], **(TOY_DIT if smoke else {})}
+    ecfg = {**UMT5, **(TOY_UMT5 if smoke else {})}
+    vcfg = {**lay["vae"], **(TOY_VAE[profile] if smoke else {})}
+    old = torch.get_default_dtype()
+    torch.manual_seed(0)
+    try:
+        torch.set_default_dtype(dtype)  # allocate in the run dtype directly (28 GB per A14B expert in bf16)
+        experts = [WanTransformer3DModel(**tcfg).eval() for _ in range(lay["experts"])]
+        text_encoder = UMT5EncoderModel(UMT5Config(**ecfg)).eval()
+    finally:
+        torch.set_default_dtype(old)
+    vae = AutoencoderKLWan(**vcfg).eval()  # float32, as the service loads it
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=lay["flow_shift"])
+    pipe = BatchImageI2VPipeline(tokenizer=_tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                                 transformer=experts[0], transformer_2=experts[1] if len(experts) > 1 else None,
+                                 boundary_ratio=lay["boundary_ratio"], expand_timesteps=lay["expand_timesteps"])
     return pipe
 
 
-def stages(args: argparse.Namespace, pipe: Any, profile: str) -> dict[str, Any]:
+def engine(args: argparse.Namespace, profile: str, plan: str, *, backend: str | None = None,
+           compile_: bool = False, fp8: bool = False) -> Any:
+    """The service's ``WanVideoPipeline`` for ``profile`` with ``plan`` and speed settings, adopting
+    random full-size pipelines (or loading ``--weights-dir`` through ``load``)."""
+    from wanflash.config import Settings
+    from wanflash.pipelines.profiles import get_profile
+    from wanflash.pipelines.wan import WanVideoPipeline
+
+    settings = Settings(profile=profile, device=args.device, memory=plan, fp8_weights=fp8, compile=compile_,
+                        attention_backend=None if backend in (None, "native") else backend, audio_model="none",
+                        weights_dir=args.weights_dir, lora_dir=args.lora_dir)
+    prof = dataclasses.replace(get_profile(profile), steps=args.steps)
+    if args.smoke:  # a clip of 64x64-class and 5 frames
+        prof = dataclasses.replace(prof, max_area=SMOKE_AREA, max_clip_frames=SMOKE_FRAMES)
+    eng = WanVideoPipeline(settings, prof, Path(args.weights_dir or "/nonexistent"),
+                           lora_dir=Path(args.lora_dir) if args.lora_dir else None)
+    if args.weights_dir:
+        eng.load()
+    else:
+        from wanflash.pipelines.wan import WanPipeline
+
+        i2v = random_pipelines(profile, smoke=args.smoke, dtype=eng.dtype)
+        t2v = WanPipeline.from_pipe(i2v) if i2v.config.expand_timesteps else None
+        eng.adopt(i2v, t2v)
+    return eng
+
+
+def run_stages(args: argparse.Namespace, eng: Any, profile: str) -> dict[str, Any]:
     from PIL import Image
 
     from wanflash.api.validation import ResolvedInputs, parse_video_task, plan_job
     from wanflash.media.encode import encode_video
+    from wanflash.pipelines.memory import LAYOUTS, estimate
+    from wanflash.pipelines.memory import tokens as n_tokens
     from wanflash.pipelines.profiles import get_profile
 
     jpeg = overhead.input_jpeg(1280, 720)
     req = argparse.Namespace(resolution="720p", duration=5, seed=42, format="MP4", quality=95)
     spec = plan_job(parse_video_task(overhead.wire_task(req, jpeg)), profile=get_profile(profile),
                     inputs=ResolvedInputs(image_key="bench", image_size=(1280, 720)))
+    if args.smoke:
+        spec = spec.model_copy(update={"num_frames": SMOKE_FRAMES})
     image = Image.open(io.BytesIO(jpeg)).convert("RGB")
     timer = StageTimer(args.device)
-    i2v = pipe.i2v
+    i2v = eng.i2v
     timer.wrap(i2v, "encode_prompt", "text encode")
-    timer.wrap(i2v.vae, "encode", "VAE encode (condition)")
+    timer.wrap(i2v.vae, "encode", "VAE encode")
     timer.wrap(i2v.vae, "decode", "VAE decode")
-    for t in pipe._transformers(pipe.i2v, pipe.t2v):
-        timer.wrap(t, "forward", "denoise (transformer)")
-    steps: list[float] = []
-    pipe.generate(spec, image=image)  # warm (compile, kernels, allocator)
-    timer.seconds.clear()
-    timer.peak.clear()
-    last = time.perf_counter()
-
-    def on_step(step: int, total: int, stage: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        steps.append(now - last)
-        last = now
-
+    for t in eng.transformers():
+        timer.wrap(t, "forward", "denoise")
     sync(args.device)
     reset_peak(args.device)
     t0 = time.perf_counter()
-    last = t0
-    result = pipe.generate(spec, on_step, image=image)
+    result = eng.generate(spec, image=image)
     sync(args.device)
     gen = time.perf_counter() - t0
-    overall_peak = peak_gb(args.device)
+    peak = peak_gb(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         t1 = time.perf_counter()
         encode_video(result.videos[0], Path(tmp) / "out.mp4", fps=spec.fps, fmt="MP4", quality=spec.output_quality)
         enc = time.perf_counter() - t1
-    named = sum(timer.seconds.values())
-    out = {"generate_s": gen, "encode_s": enc, "total_s": gen + enc, "steps": len(steps),
-           "stage_s": {**timer.seconds, "other (latents, scheduler, resize/crop to size)": gen - named,
-                       "PyAV encode": enc},
-           "stage_peak_gb": timer.peak, "peak_gb": overall_peak,
-           "frames": f"{spec.num_frames} @ {spec.fps} fps, generated at {result.info.get('generation_size')}"}
+    gw, gh = result.info["generation_size"]
+    frames = result.info["clips"][0]
+    stage_s = dict(timer.seconds)
+    stage_s["other (scheduler, offload hooks, resize)"] = gen - sum(timer.seconds.values())
+    stage_s["PyAV encode"] = enc
+    steps = eng.profile.steps
+    per_step = timer.seconds.get("denoise", 0.0) / max(1, steps * len(result.info["clips"]))
+    out = {"generate_s": gen, "encode_s": enc, "stage_s": stage_s, "stage_peak_gb": dict(timer.peak),
+           "peak_gib": peak, "steps": steps, "denoise_s_per_step": per_step,
+           "size": f"{gw}x{gh}x{frames}", "plan": eng.plan.label()}
+    if profile in LAYOUTS and not args.smoke:
+        out["tokens"] = n_tokens(LAYOUTS[profile], gw, gh, frames)
+        out["estimate_gib"] = estimate(profile, eng.plan, t2v=False, width=gw, height=gh, frames=frames).gpu_gib
+        prof_steps = get_profile(profile).steps
+        out["total_s_at_profile_steps"] = gen - timer.seconds.get("denoise", 0.0) + per_step * prof_steps + enc
     return out
 
 
-def speed_grid(args: argparse.Namespace, profile: str, tmp: Path) -> list[dict[str, Any]]:
-    combos = [(b, False, False) for b in args.backends.split(",")] if args.speed else [("native", False, False)]
+def rows_to_run(args: argparse.Namespace, profile: str) -> list[dict[str, Any]]:
+    """Every plan with the default speed settings, then each speed setting on the plan auto picks."""
+    from wanflash.pipelines.memory import choose_plan
+
+    rows = [dict(plan=p) for p in args.plans.split(",")]
     if args.speed:
-        combos += [("native", True, False), ("native", False, True), (args.backends.split(",")[-1], True, True)]
-    rows = []
-    for backend, compile_, fp8 in combos:
-        label = f"attn={backend} compile={int(compile_)} fp8-storage={int(fp8)}"
-        try:
-            pipe = build_pipeline(args, profile, tmp / "data", backend, compile_, fp8)
-            r = stages(args, pipe, profile)
-            del pipe
-        except Exception as exc:  # an unavailable backend/kernel is a result of the run, not a crash
-            r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        finally:
-            if args.device.startswith("cuda"):
-                _torch().cuda.empty_cache()
-        r.update(profile=profile, setting=label)
-        rows.append(r)
-        print(f"#  stages {profile} {label}: "
-              f"{r.get('error') or round(r['total_s'], 2)}", flush=True)
+        total = _torch().cuda.get_device_properties(0).total_memory if args.device.startswith("cuda") else None
+        auto = choose_plan(profile, total, t2v=False).name
+        rows += [dict(plan=auto, backend=b) for b in args.backends.split(",") if b != "native"]
+        rows += [dict(plan=auto, compile_=True), dict(plan=auto, fp8=True)]
     return rows
 
 
-# -- part 4: full-size transformer per step ------------------------------------------------------
-
-def transformer_step(args: argparse.Namespace, name: str, *, blocks: int | None, latent: tuple[int, ...],
-                     backend: str = "native", compile_: bool = False, fp8: bool = False) -> dict[str, Any]:
-    torch = _torch()
-    from diffusers import WanTransformer3DModel
-
-    spec = FULL_SIZE[name]
-    cfg = dict(spec["config"])
-    full_layers = cfg["num_layers"]
-    if blocks:
-        cfg["num_layers"] = blocks
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # allocate in the run dtype directly (28 GB for an A14B expert in bf16)
-    try:
-        with torch.device(args.device):
-            model = WanTransformer3DModel(**cfg).eval()
-    finally:
-        torch.set_default_dtype(old)
-    params = sum(p.numel() for p in model.parameters())
-    if backend != "native":
-        model.set_attention_backend(backend)
-    if fp8:
-        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    if compile_:
-        model.compile_repeated_blocks(fullgraph=True)
-    g = torch.Generator(args.device).manual_seed(0)
-    x = torch.randn((1, *latent), generator=g, device=args.device, dtype=dtype)
-    text = torch.randn((1, TEXT_TOKENS, cfg["text_dim"]), generator=g, device=args.device, dtype=dtype)
-    t = torch.tensor([500], device=args.device)
-    p = cfg["patch_size"]
-    tokens = latent[1] // p[0] * (latent[2] // p[1]) * (latent[3] // p[2])
-    times = []
-    reset_peak(args.device)
-    with torch.inference_mode():
-        for i in range(args.warmup + args.reps):
-            sync(args.device)
-            t0 = time.perf_counter()
-            model(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)
-            sync(args.device)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t0)
-    step = c.median(times)
-    scale = full_layers / cfg["num_layers"]
-    out = {"model": name, "tokens": tokens, "latent": "x".join(map(str, latent)), "layers_run": cfg["num_layers"],
-           "params_b": params / 1e9, "dtype": str(dtype).replace("torch.", ""),
-           "setting": f"attn={backend} compile={int(compile_)} fp8-storage={int(fp8)}",
-           "step_s": step, "step_s_full_depth": step * scale, "extrapolated": scale != 1,
-           "dit_s_4_steps": step * scale * spec["steps"] * spec["experts_per_step"], "peak_gb": peak_gb(args.device)}
-    del model, x, text
-    if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+def stages_part(args: argparse.Namespace, started: float) -> list[dict[str, Any]]:
+    out = []
+    profiles = [args.profile] if args.weights_dir else args.profiles.split(",")
+    for profile in profiles:
+        for row in rows_to_run(args, profile):
+            label = (f"attn={row.get('backend') or 'native'} compile={int(row.get('compile_', False))} "
+                     f"fp8={int(row.get('fp8', False))}")
+            r: dict[str, Any] = {"profile": profile, "memory": row["plan"], "setting": label}
+            if time.perf_counter() - started > args.deadline:
+                r["error"] = f"skipped: past the {args.deadline:.0f} s deadline"
+            else:
+                eng = None
+                try:
+                    t0 = time.perf_counter()
+                    eng = engine(args, profile, row["plan"], backend=row.get("backend"),
+                                 compile_=row.get("compile_", False), fp8=row.get("fp8", False))
+                    r["build_s"] = time.perf_counter() - t0
+                    r.update(run_stages(args, eng, profile))
+                except Exception as exc:  # an unavailable kernel or an OOM is a result of the run, not a crash
+                    r["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                finally:
+                    del eng
+                    gc.collect()
+                    if args.device.startswith("cuda"):
+                        _torch().cuda.empty_cache()
+            out.append(r)
+            print(f"#  {profile} {row['plan']} {label}: "
+                  f"{r.get('error') or round(r['generate_s'], 2)}", flush=True)
     return out
 
-
-def full_size(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
-    combos: list[tuple[str, bool, bool]] = [("native", False, False)]
-    if args.speed:
-        combos = [(b, False, False) for b in args.backends.split(",")]
-        combos += [("native", True, False), ("native", False, True)]
-    for name, (backend, compile_, fp8) in itertools.product(FULL_SIZE, combos):
-        latent = SMOKE_LATENT[name] if args.smoke else FULL_SIZE[name]["latent"]
-        try:
-            r = transformer_step(args, name, blocks=args.blocks if args.smoke else None, latent=latent,
-                                 backend=backend, compile_=compile_, fp8=fp8)
-        except Exception as exc:  # e.g. a backend whose kernels are not installed
-            r = {"model": name, "setting": f"attn={backend} compile={int(compile_)} fp8-storage={int(fp8)}",
-                 "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        rows.append(r)
-        print(f"#  full-size {name} {r['setting']}: {r.get('error') or round(r['step_s'], 3)}", flush=True)
-    return rows
-
-
-# -- main ---------------------------------------------------------------------------------------
 
 def _fmt_stages(r: dict[str, Any]) -> str:
     if "error" in r:
@@ -383,85 +384,94 @@ def _fmt_stages(r: dict[str, Any]) -> str:
     parts = []
     for k, v in r["stage_s"].items():
         peak = r["stage_peak_gb"].get(k)
-        parts.append(f"{k} {v:.2f}s" + (f" ({peak:.1f} GB)" if peak is not None else ""))
+        parts.append(f"{k} {v:.2f}s" + (f" ({peak:.1f} GiB)" if peak is not None else ""))
     return "; ".join(parts)
 
+
+def stage_table(rows: list[dict[str, Any]]) -> str:
+    def f(v: Any, fmt: str = "{:.2f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    return c.table(["profile", "memory plan", "speed setting", "size", "tokens", "generate s", "s / step",
+                    "est. s at 4 steps", "peak GiB", "estimate GiB", "stages"],
+                   [[r["profile"], r.get("plan", r["memory"]), r["setting"], r.get("size", "-"), r.get("tokens", "-"),
+                     f(r.get("generate_s")), f(r.get("denoise_s_per_step"), "{:.3f}"),
+                     f(r.get("total_s_at_profile_steps")), f(r.get("peak_gib"), "{:.1f}"),
+                     f(r.get("estimate_gib"), "{:.1f}"), _fmt_stages(r)] for r in rows])
+
+
+def append_results(path: str, env: dict[str, Any], args: argparse.Namespace, text: str) -> None:
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"\n## GPU acceptance run ({when}, `{' '.join(sys.argv)}`)\n\n")
+        fh.write(f"{c.header('gpu_latency', env, device=args.device, smoke=args.smoke)}\n\n{text}\n")
+
+
+# -- main ---------------------------------------------------------------------------------------
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu")
-    ap.add_argument("--smoke", action="store_true",
-                    help="reduced shapes for a CPU check: full-size dims cut to --blocks blocks at a tiny latent")
-    ap.add_argument("--quick", action="store_true", help="one E2E run per audio setting, one timed rep")
-    ap.add_argument("--blocks", type=int, default=1, help="with --smoke: transformer blocks to build")
-    ap.add_argument("--weights-dir", default=None, help="diffusers-format weights for --profile")
-    ap.add_argument("--profile", default=None, choices=["wan2.2-ti2v-5b", "wan2.2-i2v-a14b"])
-    ap.add_argument("--lora-dir", default=None, help="4-step distilled LoRAs for wan2.2-i2v-a14b")
-    ap.add_argument("--audio-weights-dir", default=None, help="diffusers-format LTX-2 (native audio)")
-    ap.add_argument("--e2e-profile", default="tiny", help="profile for E2E/stages without --weights-dir")
-    ap.add_argument("--runs", type=int, default=3, help="E2E tasks per audio setting")
-    ap.add_argument("--reps", type=int, default=3, help="timed transformer forwards")
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--speed", action="store_true", help="compare attention backends, compile and fp8 storage")
+    ap.add_argument("--smoke", action="store_true", help="toy widths, a tiny clip: proves the script on a CPU")
+    ap.add_argument("--quick", action="store_true", help="one E2E run per audio setting")
+    ap.add_argument("--profiles", default=",".join(PROFILES), help="random-weight profiles to run")
+    ap.add_argument("--plans", default=",".join(PLANS), help="memory plans to run (WANFLASH_MEMORY values)")
+    ap.add_argument("--steps", type=int, default=2, help="denoising steps per run (2: one per A14B expert)")
+    ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
+                    help="also attention backends, compile and fp8 weights (default: on a GPU, off in smoke)")
     ap.add_argument("--backends", default="native,flash,_native_cudnn,sage",
                     help="attention backends for --speed (diffusers names; 'native' = SDPA default)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,stages,full")
+    ap.add_argument("--deadline", type=float, default=420.0, help="skip rows that would start after this many s")
+    ap.add_argument("--weights-dir", default=None, help="diffusers-format weights for --profile (part 2)")
+    ap.add_argument("--profile", default=None, choices=list(PROFILES))
+    ap.add_argument("--lora-dir", default=None, help="4-step distilled LoRAs for wan2.2-i2v-a14b")
+    ap.add_argument("--audio-weights-dir", default=None, help="diffusers-format LTX-2 (native audio in E2E)")
+    ap.add_argument("--runs", type=int, default=3, help="E2E tasks per audio setting")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--results", default=None, help="append the table to this file (GPU default: bench/RESULTS.md)")
     args = ap.parse_args()
     args.device = resolve_device(args.device)
+    on_gpu = args.device.startswith("cuda")
     if args.quick:
-        args.runs, args.reps = 1, 1
+        args.runs = 1
+    if args.speed is None:
+        args.speed = on_gpu and not args.smoke
     if args.weights_dir and not args.profile:
         ap.error("--weights-dir needs --profile")
-    profile = args.profile if args.weights_dir else args.e2e_profile
-    skip = set(filter(None, args.skip.split(",")))
-    on_gpu = args.device.startswith("cuda")
-
+    if args.results is None and on_gpu and not args.smoke:
+        args.results = str(Path(__file__).with_name("RESULTS.md"))
+    started = time.perf_counter()
     env = c.environment()
-    print(c.header("gpu_latency", env, device=args.device, smoke=args.smoke, profile=profile,
-                   weights=args.weights_dir or "none (random/tiny)"), flush=True)
+    print(c.header("gpu_latency", env, device=args.device, smoke=args.smoke, steps=args.steps,
+                   weights=args.weights_dir or "none (random full-size layouts)"), flush=True)
     if not on_gpu:
-        print("# NOTE: no GPU: every figure below is a CPU figure (reduced shapes with --smoke); "
+        print("# NOTE: no GPU: every figure below is a CPU figure (toy shapes with --smoke); "
               "GPU numbers are NOT measured by this run.", flush=True)
     out: dict[str, Any] = {"env": env, "args": vars(args)}
+    text = []
     with tempfile.TemporaryDirectory(prefix="wanflash-gpu-") as tmp_name:
-        tmp = Path(tmp_name)
-        if "e2e" not in skip:
-            rows = e2e(args, profile, tmp)
+        if args.weights_dir:
+            rows = e2e(args, args.profile, Path(tmp_name))
             out["e2e"] = rows
-            print(c.table(["profile", "audio", "runs", "median submit->URL s", "min s", "output"],
-                          [[r["profile"], r["audio"], r["runs"], r["median_s"], r["min_s"], r["video"]]
-                           for r in rows]), flush=True)
-            if on_gpu and profile in ANCHORS:
-                name, anchor = ANCHORS[profile]
+            table = c.table(["profile", "audio", "runs", "median submit->URL s", "min s", "output"],
+                            [[r["profile"], r["audio"], r["runs"], r["median_s"], r["min_s"], r["video"]]
+                             for r in rows])
+            print(table, flush=True)
+            text.append(table)
+            if on_gpu and args.profile in ANCHORS:
+                name, anchor = ANCHORS[args.profile]
                 best = min(r["median_s"] for r in rows)
-                print(f"# vs anchor {name}: {anchor:.0f} s; ours {best:.1f} s ({best / anchor:.2f}x)")
-        if "stages" not in skip:
-            rows = speed_grid(args, profile, tmp)
-            out["stages"] = rows
-            print()
-            print(c.table(["profile", "setting", "generate s", "encode s", "total s", "peak GPU GB", "stages"],
-                          [[r["profile"], r["setting"], r.get("generate_s", "-"), r.get("encode_s", "-"),
-                            r.get("total_s", "-"), r.get("peak_gb") if r.get("peak_gb") is not None else "n/a (CPU)",
-                            _fmt_stages(r)] for r in rows]), flush=True)
-        if "full" not in skip:
-            rows = full_size(args)
-            out["full_size"] = rows
-            print()
-            print(c.table(["model", "setting", "tokens", "layers run", "params B", "dtype", "s/step",
-                           "s/step full depth", "DiT s (4 steps)", "peak GPU GB"],
-                          [[r["model"], r["setting"], r.get("tokens", "-"), r.get("layers_run", "-"),
-                            r.get("params_b", "-"), r.get("dtype", "-"), r.get("step_s", r.get("error")),
-                            (f"{r['step_s_full_depth']:.3f}" + (" (extrapolated)" if r["extrapolated"] else ""))
-                            if "step_s" in r else "-",
-                            r.get("dit_s_4_steps", "-"),
-                            r.get("peak_gb") if r.get("peak_gb") is not None else "n/a"] for r in rows]),
-                  flush=True)
-            if on_gpu and not args.smoke:
-                for r in rows:
-                    if r.get("model") == "ti2v-5b" and "dit_s_4_steps" in r:
-                        print(f"# 5B DiT (4 steps, {r['setting']}): {r['dit_s_4_steps']:.1f} s vs FastVideo's "
-                              f"{FASTVIDEO_5B_DIT_S} s (3 steps, FA3+compile, H200)")
+                text.append(f"vs anchor {name}: {anchor:.0f} s; ours {best:.1f} s ({best / anchor:.2f}x)")
+                print(text[-1])
+    rows = stages_part(args, started)
+    out["stages"] = rows
+    table = stage_table(rows)
+    print()
+    print(table, flush=True)
+    text.append(table)
+    print(f"# wall {time.perf_counter() - started:.0f} s", flush=True)
+    if args.results:
+        append_results(args.results, env, args, "\n\n".join(text))
     c.finish(env, args.json, out)
     return 0
 

@@ -131,6 +131,13 @@ class WanVideoPipeline:
             t2v = None
         if self.lora_dir is not None:
             self._load_loras(i2v)
+        self.adopt(i2v, t2v)
+
+    def adopt(self, i2v: WanImageToVideoPipeline, t2v: WanPipeline | None) -> None:
+        """Make loaded pipelines this engine's: attention backend, memory plan, compile.
+
+        The last part of :meth:`load`, separate so ``bench/gpu_latency.py`` can hand it full-size
+        random-weight pipelines built in memory and measure exactly what the service runs."""
         for pipe in (i2v, t2v):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
@@ -138,9 +145,10 @@ class WanVideoPipeline:
         if self.settings.attention_backend:
             for t in transformers:
                 t.set_attention_backend(self.settings.attention_backend)
+        separate_t2v = t2v is not None and t2v.transformer is not i2v.transformer
         self.plan = choose_plan(self.profile.name, gpu_total_bytes(self.device), setting=self.settings.memory_setting,
                                 fp8=self.settings.fp8_weights, vae_tiling=self.settings.vae_tiling,
-                                native_1080p=self.settings.native_1080p, t2v=(t2v_dir / "model_index.json").is_file())
+                                native_1080p=self.settings.native_1080p, t2v=separate_t2v)
         apply_plan(self.plan, (i2v, t2v), self.device, self.dtype)
         if self.settings.compile:
             for t in transformers:
