@@ -1,7 +1,8 @@
 """``wanflash doctor``: check this machine and configuration, say what is missing and how to fix it.
 
 Checks: Python; torch (import, version), diffusers and transformers; CUDA (what torch sees,
-against ``WANFLASH_DEVICE`` and the profile); the profile's weights; PyAV's encoders (by
+against ``WANFLASH_DEVICE`` and the profile); the memory plan for the detected GPU with its
+estimated peak; the profile's weights; PyAV's encoders (by
 encoding a short clip in every output format, audio included, the same way the service does);
 the data directory (writable, free space); the database (integrity, task counts; opened
 read-only, never created); the promptExtend backend's configuration. Exit status 1 when a
