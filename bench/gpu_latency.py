@@ -274,11 +274,9 @@ def engine(args: argparse.Namespace, profile: str, plan: str, *, backend: str | 
     if args.weights_dir:
         eng.load()
     else:
-        from wanflash.pipelines.wan import WanPipeline
-
-        i2v = random_pipelines(profile, smoke=args.smoke, dtype=eng.dtype)
-        t2v = WanPipeline.from_pipe(i2v) if i2v.config.expand_timesteps else None
-        eng.adopt(i2v, t2v)
+        # Image-to-video only: no text-to-video pipeline (the 5B's would share the same modules, and
+        # diffusers 0.42.1's from_pipe casts shared modules to float32, issue #17 part 1).
+        eng.adopt(random_pipelines(profile, smoke=args.smoke, dtype=eng.dtype), None)
     return eng
 
 
