@@ -4,8 +4,8 @@ One prepared script for the first session lent a GPU (one H100/H200, under 8 min
 
 1. **Stages, random weights, full size** (default). For each real profile it builds the published
    layout in memory (``WanTransformer3DModel``, umT5-XXL ``UMT5EncoderModel``, ``AutoencoderKLWan``
-   with the configs of ``published-layouts.json``; random weights, which do not change the time
-   of a step) and hands it to the service's own ``WanVideoPipeline.adopt`` (attention backend,
+   with the configs of ``published-layouts.json``; random weights drawn from one pool, which does
+   not change the time of a step) and hands it to the service's own ``WanVideoPipeline.adopt`` (attention backend,
    memory plan, compile: the last part of ``load``), then runs ``WanVideoPipeline.generate`` on
    a 5 s 720p image-to-video request exactly as a worker does: text encoder over 512 tokens,
    VAE encode of the condition, denoising at the real token count (TI2V-5B: 121 frames at
@@ -238,14 +238,18 @@ def random_pipelines(profile: str, *, smoke: bool, dtype: Any) -> Any:
     tcfg = {**lay["transformer"], **(TOY_DIT if smoke else {})}
     ecfg = {**UMT5, **(TOY_UMT5 if smoke else {})}
     vcfg = {**lay["vae"], **(TOY_VAE[profile] if smoke else {})}
+    from transformers.initialization import no_init_weights
+
     old = torch.get_default_dtype()
-    torch.manual_seed(0)
     try:
         torch.set_default_dtype(dtype)  # allocate in the run dtype directly (28 GB per A14B expert in bf16)
-        experts = [WanTransformer3DModel(**tcfg).eval() for _ in range(lay["experts"])]
-        text_encoder = UMT5EncoderModel(UMT5Config(**ecfg)).eval()
+        with no_init_weights():  # torch's per-layer init of 34B parameters would take minutes on a CPU
+            experts = [WanTransformer3DModel(**tcfg).eval() for _ in range(lay["experts"])]
+            text_encoder = UMT5EncoderModel(UMT5Config(**ecfg)).eval()
     finally:
         torch.set_default_dtype(old)
+    for i, module in enumerate([*experts, text_encoder]):
+        fill_random(module, seed=i)
     vae = AutoencoderKLWan(**vcfg).eval()  # float32, as the service loads it
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=lay["flow_shift"])
@@ -253,6 +257,20 @@ def random_pipelines(profile: str, *, smoke: bool, dtype: Any) -> Any:
                                  transformer=experts[0], transformer_2=experts[1] if len(experts) > 1 else None,
                                  boundary_ratio=lay["boundary_ratio"], expand_timesteps=lay["expand_timesteps"])
     return pipe
+
+
+def fill_random(module: Any, seed: int, pool_size: int = 1 << 22) -> None:
+    """Every parameter filled from one pool of N(0, 0.02) draws: random-looking weights at memory-copy
+    speed (the values do not change the time of a step; the RNG would be the slow part)."""
+    torch = _torch()
+    pool = torch.randn(pool_size, generator=torch.Generator().manual_seed(seed)) * 0.02
+    with torch.no_grad():
+        for p in module.parameters():
+            flat = p.view(-1)
+            src = pool.to(p.dtype)
+            for i in range(0, flat.numel(), pool_size):
+                n = min(pool_size, flat.numel() - i)
+                flat[i:i + n].copy_(src[:n])
 
 
 def engine(args: argparse.Namespace, profile: str, plan: str, *, backend: str | None = None,
