@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from wanflash.pipelines.profiles import get_profile
+
 if TYPE_CHECKING:
     import argparse
 
@@ -130,7 +132,7 @@ def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
            else "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
     if wants_cuda:
         return Check("cuda", "fail", f"WANFLASH_DEVICE={settings.device} but {why}", fix)
-    if settings.profile != "tiny":
+    if get_profile(settings.profile).loader != "tiny":
         return Check("cuda", "warn", f"no GPU ({why}): profile {settings.profile} on the CPU is impractically slow",
                      fix)
     return Check("cuda", "ok", f"no GPU ({why}); the tiny profile runs on the CPU")
@@ -139,7 +141,8 @@ def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
 def check_weights(settings: "Settings") -> list[Check]:
     from wanflash.pipelines.registry import WeightsNotFound, weights_root
 
-    if settings.profile == "tiny":
+    profile = get_profile(settings.profile)
+    if profile.loader == "tiny":
         from wanflash.pipelines.tiny import is_built, tiny_model_dir
 
         where = tiny_model_dir(settings.data_dir)
@@ -153,20 +156,52 @@ def check_weights(settings: "Settings") -> list[Check]:
                       "download the diffusers-format weights for the profile and set WANFLASH_WEIGHTS_DIR "
                       "(README: Real weights)")]
     out = [Check("weights", "ok", f"{settings.profile} at {root}")]
-    if settings.profile == "wan2.2-i2v-a14b":
-        if not (root / "t2v" / "model_index.json").is_file():
-            out.append(Check("weights t2v", "warn", f"no {root / 't2v'}: requests without an image fail with "
-                             "textToVideoUnavailable", "add a Wan2.2-T2V-A14B-Diffusers directory as t2v/"))
-        lora = settings.lora_dir
-        if lora is None:
-            out.append(Check("loras", "warn", "WANFLASH_LORA_DIR is not set: the profile runs 4 steps, which needs "
-                             "4-step distilled LoRAs (or distilled weights)", "set WANFLASH_LORA_DIR"))
-        elif not Path(lora).is_dir() or not any(Path(lora).glob("*.safetensors")):
-            out.append(Check("loras", "fail", f"WANFLASH_LORA_DIR={lora} holds no *.safetensors",
-                             "point it at the directory with the high/low-noise LoRA files"))
-        else:
-            out.append(Check("loras", "ok", ", ".join(p.name for p in sorted(Path(lora).glob("*.safetensors")))))
+    has_t2v = (root / "t2v" / "model_index.json").is_file()
+    if profile.t2v == "directory" and not has_t2v:
+        out.append(Check("weights t2v", "warn", f"no {root / 't2v'}: requests without an image fail with "
+                         "textToVideoUnavailable", "add a Wan2.2-T2V-A14B-Diffusers directory as t2v/"))
+    if profile.uses_loras:
+        out += check_loras(settings, root, has_t2v)
     return out + check_audio_weights(settings)
+
+
+def check_loras(settings: "Settings", root: Path, has_t2v: bool) -> list[Check]:
+    """Open every LoRA file's header, match it to its expert as the loader will, check it fits that expert."""
+    from wanflash.pipelines.loras import COMPONENT, LoraMismatch, assign, check_fit, inspect_lora, lora_files
+
+    lora = settings.lora_dir
+    if lora is None:
+        return [Check("loras", "warn", "WANFLASH_LORA_DIR is not set: the profile runs 4 steps, which needs "
+                      "4-step distilled LoRAs (or distilled weights)", "set WANFLASH_LORA_DIR")]
+    fix = ("point WANFLASH_LORA_DIR at the distilled LoRAs for these weights, e.g. lightx2v/Wan2.2-Distill-Loras "
+           "(README: Real weights)")
+    if not Path(lora).is_dir():
+        return [Check("loras", "fail", f"WANFLASH_LORA_DIR={lora} is not a directory", fix)]
+    pipes = {"i2v": root} | ({"t2v": root / "t2v"} if has_t2v else {})
+    experts = [(task, e) for task, d in pipes.items() for e in ("high", "low")  # type: ignore[misc]
+               if (d / COMPONENT[e] / "config.json").is_file()]
+    try:
+        chosen = assign(Path(lora), experts)  # type: ignore[arg-type]
+    except LoraMismatch as exc:
+        return [Check("loras", "fail", str(exc), fix)]
+    out: list[Check] = []
+    for (task, expert), f in chosen.items():
+        name = f"lora {task} {expert}"
+        try:
+            info = inspect_lora(f.path)
+            problems = check_fit(info, pipes[task] / COMPONENT[expert] / "config.json")
+        except Exception as exc:  # an unreadable file is a finding
+            out.append(Check(name, "fail", f"{f.path.name}: cannot read it ({type(exc).__name__}: {exc})", fix))
+            continue
+        detail = f"{f.path.name} -> {task}/{COMPONENT[expert]}: rank {info.rank}, {info.blocks} blocks, {info.keys} keys"
+        if problems:
+            out.append(Check(name, "fail", f"{detail}; does not fit: {'; '.join(problems)}", fix))
+        else:
+            out.append(Check(name, "ok", detail))
+    unused = sorted({p.name for p in lora_files(Path(lora))} - {f.path.name for f in chosen.values()})
+    if unused:
+        out.append(Check("loras unused", "ok", f"{', '.join(unused)} (no expert of these weights takes them)"))
+    return out
 
 
 def check_audio_weights(settings: "Settings") -> list[Check]:

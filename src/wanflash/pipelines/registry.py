@@ -26,7 +26,7 @@ class WeightsNotFound(FileNotFoundError):
 def weights_root(settings: Settings, *, progress: bool | None = None) -> Path:
     """Where the profile's weights are, checked; builds the tiny model on first use (``progress``:
     a progress bar while building; ``None``: only on a terminal)."""
-    if settings.profile == "tiny":
+    if get_profile(settings.profile).loader == "tiny":
         from wanflash.pipelines.tiny import ensure_tiny_model
 
         return ensure_tiny_model(settings.data_dir, progress=progress)
@@ -65,7 +65,7 @@ def create_pipeline(settings: Settings, *, progress: bool | None = None) -> Vide
             progress = False  # a bar on stderr would break the one-JSON-object-per-line log stream
     root = weights_root(settings, progress=progress)
     lora_dir = None
-    if settings.profile == "wan2.2-i2v-a14b" and settings.lora_dir is not None:
+    if profile.uses_loras and settings.lora_dir is not None:
         if not Path(settings.lora_dir).is_dir():
             raise WeightsNotFound(f"WANFLASH_LORA_DIR={settings.lora_dir} is not a directory")
         lora_dir = Path(settings.lora_dir)
@@ -76,13 +76,13 @@ def create_pipeline(settings: Settings, *, progress: bool | None = None) -> Vide
         return video
     from wanflash.pipelines.audio import RECIPES, AudioVideoPipeline, LTX2AudioStage
 
-    recipe = RECIPES["tiny" if settings.profile == "tiny" else "ltx2"]
+    recipe = RECIPES[profile.audio_recipe]
     return AudioVideoPipeline(video, LTX2AudioStage(settings, audio_weights_root(settings, progress=progress), recipe))
 
 
 def audio_weights_root(settings: Settings, *, progress: bool | None = None) -> Path:
     """Where the LTX-2 audio weights are, checked; builds the tiny audio model on first use."""
-    if settings.profile == "tiny":
+    if get_profile(settings.profile).audio_recipe == "tiny":
         from wanflash.pipelines.tiny_audio import ensure_tiny_audio_model
 
         return ensure_tiny_audio_model(settings.data_dir, progress=progress)

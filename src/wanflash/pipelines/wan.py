@@ -21,20 +21,22 @@ transformer does both, the same transformer.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from wanflash.errors import JobFailed
 from wanflash.pipelines.base import GenerationResult, OnStep, no_progress
+from wanflash.pipelines.loras import COMPONENT, assign
 from wanflash.pipelines.memory import MemoryPlan, choose_plan, generation_size
 from wanflash.pipelines.placement import activate, apply_plan, gpu_total_bytes
 from wanflash.pipelines.postprocess import fit_image, fit_video, match_colors, to_uint8
-from wanflash.pipelines.profiles import Profile, plan_segments
+from wanflash.pipelines.profiles import Profile, Sampler, plan_segments
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.jobs.model import JobSpec
 
+log = logging.getLogger(__name__)
 STAGE = "denoise"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,6 +73,31 @@ class BatchImageI2VPipeline(WanImageToVideoPipeline):
         if self.config.expand_timesteps:
             out.append(parts[0][2])  # the first-frame mask is the same for every item
         return tuple(out)
+
+
+class StepListEulerScheduler(FlowMatchEulerDiscreteScheduler):
+    """Euler flow matching on a fixed list of training timesteps (a step-distilled sampler).
+
+    The Wan pipelines call ``set_timesteps(n)``; this scheduler answers with the sigmas
+    ``t / num_train_timesteps`` for ``t`` in ``denoising_steps``, which the parent class shifts and
+    ends with 0, exactly as lightx2v's ``WanStepDistillScheduler`` does."""
+
+    denoising_steps: tuple[int, ...] = ()
+
+    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
+        if sigmas is None and timesteps is None and self.denoising_steps:
+            if num_inference_steps not in (None, len(self.denoising_steps)):
+                raise ValueError(f"this sampler was distilled for {len(self.denoising_steps)} steps, "
+                                 f"not {num_inference_steps}")
+            sigmas = [t / self.config.num_train_timesteps for t in self.denoising_steps]
+            num_inference_steps = None
+        super().set_timesteps(num_inference_steps, device, sigmas=sigmas, mu=mu, timesteps=timesteps)
+
+
+def distill_scheduler(sampler: Sampler) -> StepListEulerScheduler:
+    scheduler = StepListEulerScheduler(num_train_timesteps=1000, shift=sampler.shift)
+    scheduler.denoising_steps = tuple(sampler.denoising_steps or ())
+    return scheduler
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -116,21 +144,30 @@ class WanVideoPipeline:
         transformers_logging.disable_progress_bar()
         if not (self.root / "model_index.json").is_file():
             raise FileNotFoundError(f"no diffusers pipeline (model_index.json) in {self.root}")
+        profile = self.profile
         # Wan's VAE is numerically fragile in half precision; keep it in float32 as upstream advises.
         vae = AutoencoderKLWan.from_pretrained(self.root, subfolder="vae", dtype=torch.float32)
-        i2v = BatchImageI2VPipeline.from_pretrained(self.root, vae=vae, dtype=self.dtype)
+        extra: dict[str, Any] = {"vae": vae}
+        if profile.sampler.kind == "flow-euler-distill":
+            extra["scheduler"] = distill_scheduler(profile.sampler)
+        # The profile's flags, not the index's: few-step checkpoints ship indexes without them.
+        i2v = BatchImageI2VPipeline.from_pretrained(self.root, dtype=self.dtype, expand_timesteps=profile.expand_timesteps,
+                                                    boundary_ratio=profile.boundary_ratio, **extra)
         t2v_dir = self.root / "t2v"
         shared = {"text_encoder": i2v.text_encoder, "tokenizer": i2v.tokenizer, "vae": i2v.vae,
                   "scheduler": i2v.scheduler}
-        if (t2v_dir / "model_index.json").is_file():
-            t2v = WanPipeline.from_pretrained(t2v_dir, dtype=self.dtype, **shared)
-        elif i2v.config.expand_timesteps:
-            # TI2V-5B: the same transformer does text-to-video.
-            t2v = WanPipeline.from_pipe(i2v)
+        if profile.t2v == "directory" and (t2v_dir / "model_index.json").is_file():
+            t2v = WanPipeline.from_pretrained(t2v_dir, dtype=self.dtype, boundary_ratio=profile.t2v_boundary_ratio,
+                                              **shared)
+        elif profile.t2v == "same-transformer":
+            # TI2V-5B: the same transformer does text-to-video. Built from the shared parts rather
+            # than with from_pipe, which casts every module to float32 (or one given dtype, VAE included).
+            t2v = WanPipeline(**shared, transformer=i2v.transformer, transformer_2=None, boundary_ratio=None,
+                              expand_timesteps=profile.expand_timesteps)
         else:
             t2v = None
         if self.lora_dir is not None:
-            self._load_loras(i2v)
+            self._load_loras(i2v, t2v)
         self.adopt(i2v, t2v)
 
     def adopt(self, i2v: WanImageToVideoPipeline, t2v: WanPipeline | None) -> None:
@@ -155,6 +192,21 @@ class WanVideoPipeline:
                 t.compile_repeated_blocks(fullgraph=True)
         self.i2v, self.t2v = i2v, t2v
 
+    def module_dtypes(self) -> dict[str, set[torch.dtype]]:
+        """The parameter dtypes of every loaded module (``i2v.transformer``, ``t2v.text_encoder``, ...),
+        leaving out the parts a model class keeps in float32 on purpose (``_keep_in_fp32_modules``:
+        Wan's time embedder and modulation tables)."""
+        out: dict[str, set[torch.dtype]] = {}
+        for prefix, pipe in (("i2v", self.i2v), ("t2v", self.t2v)):
+            if pipe is None:
+                continue
+            for name, module in pipe.components.items():
+                if isinstance(module, torch.nn.Module):
+                    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
+                    out[f"{prefix}.{name}"] = {p.dtype for n, p in module.named_parameters()
+                                               if not keep.intersection(n.split("."))}
+        return out
+
     def transformers(self) -> list[torch.nn.Module]:
         """The loaded transformers (each once): what context parallelism splits."""
         return self._transformers(self.i2v, self.t2v)
@@ -171,24 +223,28 @@ class WanVideoPipeline:
                     seen[id(t)] = t
         return list(seen.values())
 
-    def _load_loras(self, pipe: WanImageToVideoPipeline) -> None:
-        """Distilled LoRAs: files named ``*high*`` go to the high-noise expert, ``*low*`` to the
-        low-noise one; a single file goes to both. Fused, so inference pays nothing for them."""
+    def _load_loras(self, i2v: WanImageToVideoPipeline, t2v: WanPipeline | None) -> None:
+        """Distilled LoRAs, each file matched to its expert by name (:mod:`wanflash.pipelines.loras`),
+        fused into the weights, then the adapters removed: inference pays nothing for them."""
         assert self.lora_dir is not None
-        files = sorted(self.lora_dir.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors LoRA in {self.lora_dir} (WANFLASH_LORA_DIR)")
-        high = [f for f in files if "high" in f.name.lower()]
-        low = [f for f in files if "low" in f.name.lower()]
-        if not high and not low and len(files) == 1:
-            high = low = files
-        if pipe.transformer_2 is None:
-            low = []
-        for f in high:
-            pipe.load_lora_weights(str(f), adapter_name=f"high_{f.stem}")
-        for f in low:
-            pipe.load_lora_weights(str(f), adapter_name=f"low_{f.stem}", load_into_transformer_2=True)
-        pipe.fuse_lora(components=["transformer", "transformer_2"] if low else ["transformer"])
+        pipes: dict[str, Any] = {"i2v": i2v}
+        if t2v is not None and t2v.transformer is not i2v.transformer:
+            pipes["t2v"] = t2v
+        wanted = [(task, expert) for task, pipe in pipes.items() for expert in ("high", "low")
+                  if getattr(pipe, COMPONENT[expert], None) is not None]
+        chosen = assign(self.lora_dir, wanted)  # raises LoraMismatch before anything is loaded
+        for task, pipe in pipes.items():
+            components = []
+            for expert in ("high", "low"):
+                f = chosen.get((task, expert))  # type: ignore[call-overload]
+                if f is None:
+                    continue
+                log.info("LoRA %s -> %s %s", f.path.name, task, COMPONENT[expert])
+                pipe.load_lora_weights(str(f.path), adapter_name=f"{task}_{expert}",
+                                       load_into_transformer_2=expert == "low")
+                components.append(COMPONENT[expert])
+            pipe.fuse_lora(components=components)
+            pipe.unload_lora_weights()
 
     def _activate(self, pipe: Any) -> None:
         self._offloaded_for = activate(self.plan, pipe, self.device, self._offloaded_for)

@@ -223,6 +223,17 @@ def _pin_device(gpu: str) -> str:
     return "cuda:0"
 
 
+def split_targets(pipeline: Any) -> list[Any]:
+    """The transformers context parallelism splits: the pipeline's own, or those of the video
+    pipeline a wrapper holds (the native-audio wrapper keeps it as ``.video``)."""
+    while pipeline is not None:
+        transformers = getattr(pipeline, "transformers", None)
+        if callable(transformers):
+            return list(transformers())
+        pipeline = getattr(pipeline, "video", None)
+    return []
+
+
 def rank_main(settings: "Settings", rank: int, world: int, init_method: str, gpu: str, factory: str,
               source: str) -> None:
     """Entry point of one rank process (multiprocessing spawn)."""
@@ -235,9 +246,13 @@ def rank_main(settings: "Settings", rank: int, world: int, init_method: str, gpu
     comm = GroupComm(rank, world, init_method, device, timeout_s=COLLECTIVE_TIMEOUT_S)
     pipeline = resolve_factory(factory)(settings.model_copy(update={"device": device}))
     pipeline.load()
-    transformers = getattr(pipeline, "transformers", None)
-    if callable(transformers) and world > 1:
-        enable_context_parallel(transformers(), comm)
+    transformers = split_targets(pipeline)
+    if world > 1:
+        if transformers:
+            enable_context_parallel(transformers, comm)
+        else:
+            log.warning("rank %d: pipeline %s has no transformers to split: every rank renders the whole job",
+                        rank, type(pipeline).__name__)
     comm.agree(False)  # barrier: the leader claims nothing before every rank is loaded
     log.info("rank %d/%d ready on %s", rank, world, gpu)
     if rank == 0:
