@@ -127,3 +127,53 @@ def test_doctor_prints_the_memory_plan_for_the_detected_gpu(tmp_path: Path) -> N
     assert no_gpu[0].status == "warn" and "24 GB: group_offload" in no_gpu[0].detail
     [tiny] = check_memory(Settings(data_dir=tmp_path, profile="tiny", device="cpu"), None)
     assert tiny.status == "ok" and tiny.detail.startswith("plan full")
+
+
+# -- doctor opens the LoRA files (toy-width copies of the published layouts)
+
+from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, published, reference  # noqa: E402,F401
+
+
+def lora_checks(tmp_path: Path, weights: Path, loras: Path) -> dict[str, object]:
+    from wanflash.config import Settings
+    from wanflash.doctor import check_weights
+
+    settings = Settings(data_dir=tmp_path, profile="wan2.2-i2v-a14b", weights_dir=weights, lora_dir=loras,
+                        audio_model="none")
+    return {c.name: c for c in check_weights(settings) if c.name.startswith("lora")}
+
+
+def test_doctor_reads_the_lora_files_and_matches_them_to_experts(published: Layouts, tmp_path: Path) -> None:
+    checks = lora_checks(tmp_path, published.i2v_a14b_t2v, published.loras)
+    assert set(checks) == {"lora i2v high", "lora i2v low", "lora t2v high", "lora t2v low"}
+    for (name, check), file in zip(sorted(checks.items()), [LORA_FILES[0], LORA_FILES[1], LORA_FILES[2], LORA_FILES[3]]):
+        assert check.status == "ok", check
+        assert file in check.detail and "rank 4, 2 blocks" in check.detail, check
+    assert "t2v/transformer_2" in checks["lora t2v low"].detail
+    # Without t2v/, the t2v pair is named as unused rather than silently loaded somewhere.
+    checks = lora_checks(tmp_path, published.i2v_a14b, published.loras)
+    assert checks["lora i2v high"].status == "ok" and "lora t2v high" not in checks
+    assert LORA_FILES[2] in checks["loras unused"].detail and LORA_FILES[3] in checks["loras unused"].detail
+
+
+def test_doctor_fails_loras_that_do_not_fit(published: Layouts, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    cfg = reference()["layouts"]["Wan-AI/Wan2.2-I2V-A14B-Diffusers"]["transformer"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    sd = lora_state_dict(cfg, i2v=True, seed=1)
+    sd = {k: (v[:, :20].contiguous() if ".ffn.0.lora_down" in k else v) for k, v in sd.items()}  # another width
+    save_file(sd, str(bad / "i2v_high.safetensors"))
+    sd = lora_state_dict(cfg, i2v=True, seed=2)
+    sd["diffusion_model.blocks.2.self_attn.q.lora_down.weight"] = sd["diffusion_model.blocks.1.self_attn.q.lora_down.weight"].clone()
+    save_file(sd, str(bad / "i2v_low.safetensors"))
+    checks = lora_checks(tmp_path, published.i2v_a14b, bad)
+    assert checks["lora i2v high"].status == "fail" and "ffn.0 input 20 (model 24)" in checks["lora i2v high"].detail
+    assert checks["lora i2v low"].status == "fail" and "3 blocks, the transformer has 2" in checks["lora i2v low"].detail
+    # Two files for one expert: named, not guessed.
+    (bad / "i2v_low.safetensors").unlink()
+    save_file(lora_state_dict(cfg, i2v=True, seed=3), str(bad / "i2v_high_v2.safetensors"))
+    save_file(lora_state_dict(cfg, i2v=True, seed=4), str(bad / "i2v_low.safetensors"))
+    checks = lora_checks(tmp_path, published.i2v_a14b, bad)
+    assert checks["loras"].status == "fail" and "i2v_high.safetensors, i2v_high_v2.safetensors" in checks["loras"].detail

@@ -69,9 +69,9 @@ def _toy_vae(cfg: dict[str, Any]):
 
     cfg = dict(cfg)
     cfg.pop("clip_output", None)  # written by a newer diffusers; 0.42.1 does not take it
-    cfg["base_dim"] = 8
+    cfg["base_dim"] = 4
     if "decoder_base_dim" in cfg:
-        cfg["decoder_base_dim"] = 8
+        cfg["decoder_base_dim"] = 4
     cfg["num_res_blocks"] = 1
     return AutoencoderKLWan(**cfg).eval()
 

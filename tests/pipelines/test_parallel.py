@@ -37,13 +37,13 @@ def cp_rank(rank: int, init: str, gpu: str, settings: Settings, spec_json: str, 
     and the per-block sequence lengths under ``out`` (also used by tests/gpu)."""
     from wanflash.pipelines.parallel import GroupComm, enable_context_parallel
     from wanflash.pipelines.registry import create_pipeline
-    from wanflash.worker.group import _pin_device
+    from wanflash.worker.group import _pin_device, split_targets
 
     device = _pin_device(gpu)
     comm = GroupComm(rank, 2, init, device, timeout_s=300)
     pipe = create_pipeline(settings.model_copy(update={"device": device}))
     pipe.load()
-    enable_context_parallel(pipe.transformers(), comm)  # type: ignore[attr-defined]
+    enable_context_parallel(split_targets(pipe), comm)  # what a worker group rank splits
     seen: list[int] = []
     _record_seq_len(pipe.transformers(), seen)  # type: ignore[attr-defined]
     result = pipe.generate(JobSpec.model_validate_json(spec_json), image=image)

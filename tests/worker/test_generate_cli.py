@@ -62,3 +62,46 @@ def test_generate_writes_playable_files(tmp_path: Path, frame_png: Path, capsys)
     assert re.search(r"audio: 100%\S* \d+/\d+", captured.err), captured.err[-2000:]
     assert "encode: 100%" in captured.err and "2/2" in captured.err
     assert (tmp_path / "data" / "models" / "tiny-wan" / "model_index.json").is_file()
+
+
+# -- the published layouts (toy width): `wanflash generate` runs on every one of them
+
+from tests.pipelines.published_layouts import Layouts, published  # noqa: E402,F401 (fixture)
+
+LAYOUTS = [  # (profile, layout, with the LoRA repo, requests: with an image / text only)
+    ("wan2.2-ti2v-5b", "ti2v_5b", False, (True, False)),
+    ("wan2.2-ti2v-5b", "ti2v_5b_distilled", False, (True,)),
+    ("wan2.2-i2v-a14b", "i2v_a14b", True, (True,)),
+    # The t2v/ experts (image-to-video on these weights is the layout above).
+    ("wan2.2-i2v-a14b", "i2v_a14b_t2v", True, (False,)),
+]
+
+
+@pytest.mark.parametrize("profile,layout,loras,requests", LAYOUTS, ids=[x[1] for x in LAYOUTS])
+def test_generate_on_the_published_layouts(published: Layouts, tmp_path: Path, frame_png: Path, capsys,
+                                           monkeypatch: pytest.MonkeyPatch, profile: str, layout: str, loras: bool,
+                                           requests: tuple[bool, ...]) -> None:
+    import dataclasses
+
+    from wanflash.pipelines.profiles import PROFILES
+
+    pytest.importorskip("diffusers")
+    # Toy widths at toy sizes: generate at most 64x64 (on the profile's grid), then resize as always.
+    monkeypatch.setitem(PROFILES, profile, dataclasses.replace(PROFILES[profile], max_area=64 * 64))
+    monkeypatch.setenv("WANFLASH_PROFILE", profile)
+    monkeypatch.setenv("WANFLASH_WEIGHTS_DIR", str(getattr(published, layout)))
+    monkeypatch.setenv("WANFLASH_AUDIO_MODEL", "none")
+    monkeypatch.setenv("WANFLASH_DEVICE", "cpu")
+    if loras:
+        monkeypatch.setenv("WANFLASH_LORA_DIR", str(published.loras))
+    fps = PROFILES[profile].fps
+    for with_image in requests:
+        out = tmp_path / f"{layout}-{'i2v' if with_image else 't2v'}.mp4"
+        image = ["--image", str(frame_png)] if with_image else ["--resolution", "720p"]
+        rc = main(["generate", *image, "--prompt", "a cat dances", "--duration", "2", "--seed", "7", "--no-audio",
+                   "--data-dir", str(tmp_path / "data"), "-o", str(out)])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err[-3000:]
+        info = probe_file(out)
+        assert info.video_codec == "h264" and abs(info.frames - 2 * fps) <= 1
+        assert info.fps == pytest.approx(fps)

@@ -132,3 +132,21 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
 def test_run_group_checks_the_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple"):
         run_group(Settings(data_dir=tmp_path), gpus=["0", "1", "2"], group_size=2)
+
+
+def test_ranks_split_the_real_audio_wrapper(tmp_path: Path) -> None:
+    """Native audio is on by default, so a rank's pipeline is the audio wrapper around the Wan one:
+    the transformers context parallelism splits must be found through it (else every rank renders
+    the whole job)."""
+    pytest.importorskip("diffusers")
+    from wanflash.pipelines.audio import AudioVideoPipeline
+    from wanflash.pipelines.registry import create_pipeline
+    from wanflash.worker.group import split_targets
+
+    pipe = create_pipeline(Settings(data_dir=tmp_path, profile="tiny", device="cpu"))
+    assert isinstance(pipe, AudioVideoPipeline)
+    pipe.load()
+    targets = split_targets(pipe)
+    assert len(targets) == 4  # the tiny model's I2V and T2V experts
+    assert {id(t) for t in targets} == {id(t) for t in pipe.video.transformers()}
+    assert all(type(t).__name__ == "WanTransformer3DModel" for t in targets)
