@@ -39,11 +39,12 @@ def main() -> None:
     import torch
 
     from wanflash.pipelines.audio import RECIPES, LTX2AudioStage
+    from wanflash.pipelines.profiles import get_profile
     from wanflash.pipelines.registry import audio_weights_root
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(profile=args.profile, data_dir=args.data_dir or tmp)
-        recipe = RECIPES["tiny" if settings.profile == "tiny" else "ltx2"]
+        recipe = RECIPES[get_profile(settings.profile).audio_recipe]
         stage = LTX2AudioStage(settings, audio_weights_root(settings), recipe)
         t0 = time.perf_counter()
         stage.load()

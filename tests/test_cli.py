@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, reference
 from wanflash.cli import main
 
 
@@ -131,7 +132,6 @@ def test_doctor_prints_the_memory_plan_for_the_detected_gpu(tmp_path: Path) -> N
 
 # -- doctor opens the LoRA files (toy-width copies of the published layouts)
 
-from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, published, reference  # noqa: E402,F401
 
 
 def lora_checks(tmp_path: Path, weights: Path, loras: Path) -> dict[str, object]:

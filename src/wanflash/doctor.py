@@ -2,7 +2,9 @@
 
 Checks: Python; torch (import, version), diffusers and transformers; CUDA (what torch sees,
 against ``WANFLASH_DEVICE`` and the profile); the memory plan for the detected GPU with its
-estimated peak; the profile's weights; PyAV's encoders (by
+estimated peak; the profile's weights and, for profiles that take distilled LoRAs, every LoRA file
+(its safetensors header: rank, blocks and widths against the expert it is matched to, the same
+matching the loader uses); PyAV's encoders (by
 encoding a short clip in every output format, audio included, the same way the service does);
 the data directory (writable, free space); the database (integrity, task counts; opened
 read-only, never created); the promptExtend backend's configuration. Exit status 1 when a

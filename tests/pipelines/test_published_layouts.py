@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.published_layouts import LORA_FILES, Layouts, published  # noqa: F401 (fixture)
+from tests.pipelines.published_layouts import LORA_FILES, Layouts
 from wanflash.config import Settings
 from wanflash.pipelines.loras import LoraMismatch, assign, classify
 from wanflash.pipelines.profiles import get_profile

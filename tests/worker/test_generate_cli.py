@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.pipelines.published_layouts import Layouts
 from wanflash.cli import main
 from wanflash.media.probe import probe_file
 
@@ -66,7 +67,6 @@ def test_generate_writes_playable_files(tmp_path: Path, frame_png: Path, capsys)
 
 # -- the published layouts (toy width): `wanflash generate` runs on every one of them
 
-from tests.pipelines.published_layouts import Layouts, published  # noqa: E402,F401 (fixture)
 
 LAYOUTS = [  # (profile, layout, with the LoRA repo, requests: with an image / text only)
     ("wan2.2-ti2v-5b", "ti2v_5b", False, (True, False)),

@@ -16,7 +16,10 @@ the directory it loads from and the profile's numbers differ. Guarantees of ``ge
 Weights layout (diffusers format, local only): ``<root>`` holds a ``WanImageToVideoPipeline``;
 text-to-video (requests without an image) uses ``<root>/t2v`` (a ``WanPipeline`` directory whose
 transformers are loaded, everything else shared) or, for TI2V-5B-style weights whose one
-transformer does both, the same transformer.
+transformer does both, the same transformer. Pipeline flags (``expand_timesteps``,
+``boundary_ratio``) and the sampler come from the profile, not from ``model_index.json``; every
+module is in the configured dtype except the VAE (float32). Distilled LoRAs are matched to the
+experts by :mod:`wanflash.pipelines.loras`, fused, and their adapters unloaded.
 """
 
 from __future__ import annotations
