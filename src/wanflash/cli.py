@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--number-results", type=int, default=None)
     g.add_argument("--no-audio", action="store_true")
+    g.add_argument("--no-prompt-extend", action="store_true",
+                   help="generate from the prompt as given (providerSettings.alibaba.promptExtend false)")
+    g.add_argument("--shot-type", choices=["single", "multi"], default=None,
+                   help="providerSettings.alibaba.shotType; multi renders promptExtend's shot plan")
+    g.add_argument("--safety", choices=["fast", "full"], default=None,
+                   help="check the input and output for NSFW content (needs WANFLASH_SAFETY_DETECTOR)")
+    g.add_argument("--pipeline-factory", default=None,
+                   help="'module:attr' building the pipeline instead of the profile's (dry runs, tests)")
     g.add_argument("--data-dir", default=None)
     g.add_argument("--profile", default=None)
     g.add_argument("-o", "--output", required=True, help="output file; with several results, -1, -2 ... are added")

@@ -23,7 +23,7 @@ from tests.api.support import API_KEY, make_settings
 from tests.media.audio_support import AUDIO_FRAME, chirp, snr_db, wav_bytes
 from wanflash.media.probe import probe_file
 from wanflash.testing import live_server
-from wanflash.worker.child import decode_audio
+from wanflash.worker.render import decode_audio
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,9 +14,10 @@ import httpx
 from tests.api.support import API_KEY, FAKE, make_settings
 from tests.api.test_ws_protocol import video_task
 from tests.delivery.receiver import receiver
+from tests.jobs.records import output
 from wanflash.delivery.outbox import OutboxDeliverer, make_renderer
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret, verify
-from wanflash.jobs.model import JobSpec
+from wanflash.jobs.model import JobSpec, OutputRecord
 from wanflash.jobs.store import TaskStore
 from wanflash.testing import live_server
 
@@ -35,8 +36,8 @@ def open_store(path: Path) -> TaskStore:
     return store
 
 
-def results(n: int) -> list[dict[str, object]]:
-    return [{"videoUUID": str(uuid.uuid4()), "seed": i + 1, "key": f"outputs/x/{i}.mp4"} for i in range(n)]
+def results(n: int) -> list[OutputRecord]:
+    return [output(str(uuid.uuid4()), seed=i + 1, key=f"outputs/x/{i}.mp4") for i in range(n)]
 
 
 def test_outbox_rows_are_written_with_the_transition_and_fenced(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from tests.jobs.records import output
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.jobs.model import JobSpec
 from wanflash.jobs.store import TaskStore
@@ -33,7 +34,7 @@ def test_lifecycle(tmp_path: Path) -> None:
     assert all(i["status"] == "processing" and i["progress"] == 25.0 for i in r.data)
     assert all((i["stage"], i["progressStep"], i["progressTotal"]) == ("denoise", 1, 4) for i in r.data)
     assert all("videoURL" not in i and "videoUUID" not in i for i in r.data)
-    results = [{"videoUUID": f"v{i}", "seed": 5 + i, "key": f"outputs/{s.task_uuid}/{i}.mp4"} for i in range(2)]
+    results = [output(f"v{i}", seed=5 + i, key=f"outputs/{s.task_uuid}/{i}.mp4") for i in range(2)]
     store.complete(s.task_uuid, 1, results, now=2000)
     r = poll_reply(store.get(s.task_uuid), sign, default_ttl=60)  # type: ignore[arg-type]
     assert r.status == 200 and [i["videoUUID"] for i in r.data] == ["v0", "v1"]

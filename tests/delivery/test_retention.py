@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
+from tests.jobs.records import output
 from tests.jobs.test_store import spec
 from wanflash.api.app import create_app
 from wanflash.api.auth import db_path, hash_key
@@ -36,7 +37,7 @@ def finished_task(store: TaskStore, media: LocalStore, *, finished: float, ttl: 
     results = []
     for i in range(2):
         media.put_bytes(f"outputs/{tu}/{i}.mp4", b"mp4")
-        results.append({"videoUUID": f"v{i}", "seed": i, "key": f"outputs/{tu}/{i}.mp4"})
+        results.append(output(f"v{i}", seed=i, key=f"outputs/{tu}/{i}.mp4"))
     store.insert(s, now=finished - 10, key_hash=key_hash)
     c = store.claim("w", 30, now=finished - 5)
     assert c and store.complete(tu, c.attempt, results, now=finished)
@@ -83,7 +84,7 @@ async def test_sweeps_own_media_after_expiry_plus_grace(store: TaskStore, media:
     assert await sweeper.run_once() == 0
     assert metrics.media_deleted._value.get() == 2
     rec = store.get(old)  # the row stays for polls
-    assert rec is not None and rec.results and rec.results[0]["key"] == f"outputs/{old}/0.mp4"
+    assert rec is not None and rec.results and rec.results[0].key == f"outputs/{old}/0.mp4"
 
 
 def test_task_keys_are_only_the_tasks_own(store: TaskStore, media: LocalStore) -> None:

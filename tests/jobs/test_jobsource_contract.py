@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.jobs.test_store import spec
+from tests.jobs.records import output
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent
 
@@ -116,15 +117,15 @@ def test_completion_is_fenced_by_attempt(src: JobSource) -> None:
     # The zombie first attempt can write nothing at all.
     assert not src.heartbeat(s.task_uuid, 1, 30, now=41)
     assert not src.progress(s.task_uuid, 1, 1, 2, "denoise")
-    assert not src.complete(s.task_uuid, 1, [{"videoUUID": "stale"}])
+    assert not src.complete(s.task_uuid, 1, [output("stale")])
     assert not src.fail(s.task_uuid, 1, "x", "y")
     assert not src.fail(s.task_uuid, 1, "x", "y", retryable=True)
     assert not src.cancelled(s.task_uuid, 1)
-    assert src.complete(s.task_uuid, 2, [{"videoUUID": "fresh"}], now=60)
+    assert src.complete(s.task_uuid, 2, [output("fresh")], now=60)
     rec = src.get(s.task_uuid)
-    assert rec and rec.state is TaskState.SUCCEEDED and rec.results == [{"videoUUID": "fresh"}] and rec.finished == 60
-    assert not src.complete(s.task_uuid, 2, [{"videoUUID": "again"}])  # terminal: a second completion is refused
-    assert src.get(s.task_uuid).results == [{"videoUUID": "fresh"}]  # type: ignore[union-attr]
+    assert rec and rec.state is TaskState.SUCCEEDED and rec.results == [output("fresh")] and rec.finished == 60
+    assert not src.complete(s.task_uuid, 2, [output("again")])  # terminal: a second completion is refused
+    assert src.get(s.task_uuid).results == [output("fresh")]  # type: ignore[union-attr]
 
 
 def test_cancel_while_queued(src: JobSource) -> None:
@@ -154,7 +155,7 @@ def test_cancel_while_running_reaches_the_worker(adapter: Adapter) -> None:
     assert worker.cancelled(s.task_uuid, c.attempt)
     rec = api.get(s.task_uuid)
     assert rec and rec.state is TaskState.CANCELLED
-    assert not worker.complete(s.task_uuid, c.attempt, [{"videoUUID": "late"}])
+    assert not worker.complete(s.task_uuid, c.attempt, [output("late")])
 
 
 def test_attempts_cap_fails_with_worker_lost(src: JobSource) -> None:
@@ -193,7 +194,7 @@ def test_progress_events_reach_a_subscriber(adapter: Adapter) -> None:
     worker.insert(s)
     c = worker.claim("w", 30)
     assert c and worker.progress(s.task_uuid, 1, 2, 4, "denoise")
-    assert worker.complete(s.task_uuid, 1, [{"videoUUID": "v"}])
+    assert worker.complete(s.task_uuid, 1, [output("v")])
     mine = lambda: [e for e in events if e.task_uuid == s.task_uuid]  # noqa: E731
     assert wait_for(lambda: any(e.kind == "state" and e.state == "succeeded" for e in mine()))
     assert [(e.step, e.total, e.stage) for e in mine() if e.kind == "progress"] == [(2, 4, "denoise")]
@@ -207,7 +208,7 @@ def test_terminal_transition_writes_the_outbox_once(src: JobSource) -> None:
     s = spec()
     src.insert(s)
     assert src.claim("w", 30)
-    assert src.complete(s.task_uuid, 1, [{"videoUUID": "v"}])
+    assert src.complete(s.task_uuid, 1, [output("v")])
     rows = src.outbox_rows(s.task_uuid)
     assert [(r["msg_id"], bytes(r["body"])) for r in rows] == [(f"msg_{s.task_uuid}", b"succeeded")]
     leased = src.lease_outbox(60)
@@ -227,7 +228,7 @@ def test_media_is_due_once_links_expire_plus_grace(src: JobSource) -> None:
         c = src.claim("w", 30, now=finished - 5)
         assert c and c.task_uuid == s.task_uuid
         if state == "succeeded":
-            assert src.complete(s.task_uuid, c.attempt, [{"videoUUID": "v", "key": "k"}], now=finished)
+            assert src.complete(s.task_uuid, c.attempt, [output("v", key="k")], now=finished)
         elif state == "failed":
             assert src.fail(s.task_uuid, c.attempt, "inferenceError", "boom", now=finished)
         return s.task_uuid
@@ -287,7 +288,7 @@ def _claimer(kind: str, target: str, start: Any, out: Any) -> None:
         while (c := src.claim(f"p{id(src)}", 30)) is not None:
             got.append(c.task_uuid)
             time.sleep(0.005)  # a job takes a moment: the others claim meanwhile
-            src.complete(c.task_uuid, c.attempt, [{"videoUUID": str(uuid.uuid4())}])
+            src.complete(c.task_uuid, c.attempt, [output(str(uuid.uuid4()))])
     finally:
         out.put(got)
         src.close()

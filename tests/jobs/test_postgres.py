@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.jobs.test_store import spec
+from tests.jobs.records import output
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.postgres import PostgresJobSource
 
@@ -41,7 +42,7 @@ def test_dead_worker_is_detected_by_heartbeat_not_lease(pg_url: str) -> None:
             time.sleep(0.1)
         assert claim and claim.task_uuid == s.task_uuid and claim.attempt == 2
         assert time.monotonic() - t0 < 10  # seconds, not the 300 s lease
-        assert src.complete(s.task_uuid, 2, [{"videoUUID": "v"}])
+        assert src.complete(s.task_uuid, 2, [output("v")])
         assert src.get(s.task_uuid).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
     finally:
         src.close()

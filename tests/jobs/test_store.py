@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import output
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.store import DuplicateTask, TaskStore
 
@@ -60,11 +61,11 @@ def test_lease_expiry_requeues_with_next_attempt_and_fences_stale_writes(store: 
     # The zombie first attempt can no longer write anything.
     assert not store.heartbeat(s.task_uuid, 1, 30, now=52)
     assert not store.progress(s.task_uuid, 1, 1, 2, "denoise")
-    assert not store.complete(s.task_uuid, 1, [{"videoUUID": "x"}])
+    assert not store.complete(s.task_uuid, 1, [output("x")])
     assert not store.fail(s.task_uuid, 1, "x", "y")
-    assert store.complete(s.task_uuid, 2, [{"videoUUID": "y", "seed": 1, "key": "k"}], now=60)
+    assert store.complete(s.task_uuid, 2, [output("y", seed=1, key="k")], now=60)
     rec = store.get(s.task_uuid)
-    assert rec and rec.state is TaskState.SUCCEEDED and rec.results == [{"videoUUID": "y", "seed": 1, "key": "k"}]
+    assert rec and rec.state is TaskState.SUCCEEDED and rec.results == [output("y", seed=1, key="k")]
     assert rec.finished == 60
 
 

@@ -105,7 +105,7 @@ def test_audio_fitted_to_video_length(tmp_path: Path) -> None:
 @pytest.mark.parametrize("rate", [16000, 24000])
 def test_model_rates_resampled_to_48k(tmp_path: Path, fmt: str, rate: int) -> None:
     """Model audio (16 kHz tiny LTX-2, 24 kHz LTX-2) leaves as 48 kHz AAC, the tone where it was."""
-    from wanflash.worker.child import decode_audio
+    from wanflash.worker.render import decode_audio
 
     out = tmp_path / f"m{SUFFIXES[fmt]}"
     encode_video(_frames(32, 64, 64), out, fps=16, fmt=fmt, quality=70, audio=_sine(2.0, rate, 2))

@@ -81,8 +81,8 @@ def test_every_line_about_a_task_carries_its_uuid(tmp_path: Path, root_logging: 
     about = [x for x in parent + child if tu in str(x["message"])]
     assert about and all(x.get("taskUUID") == tu for x in about), about
     loggers = {x["logger"] for x in parent + child if x.get("taskUUID") == tu}
-    assert {"wanflash.worker.supervisor", "wanflash.worker.child", "wanflash.delivery.outbox"} <= loggers, loggers
-    failed = [x for x in child if x["logger"] == "wanflash.worker.child"]
+    assert {"wanflash.worker.supervisor", "wanflash.worker.render", "wanflash.delivery.outbox"} <= loggers, loggers
+    failed = [x for x in child if x["logger"] == "wanflash.worker.render"]  # the render path, in the child
     assert failed and "RuntimeError: boom" in str(failed[0]["exc"]) and failed[0]["taskUUID"] == tu
 
 

@@ -18,7 +18,7 @@ from wanflash.api.validation import ResolvedInputs, validate_video_task
 from wanflash.config import Settings
 from wanflash.media.probe import probe_file
 from wanflash.pipelines.profiles import PROFILES
-from wanflash.worker.child import decode_audio, render
+from wanflash.worker.render import Renderer, decode_audio
 from wanflash.worker.protocol import RunJob
 
 pytest.importorskip("torch")
@@ -54,7 +54,7 @@ def _render(engine: Any, out: Path, *, track: Path | None = None, seconds: float
     job = RunJob(task_uuid=spec.task_uuid, attempt=1, spec_json=spec.model_dump_json(), out_dir=str(out),
                  audio_path=str(track) if track else None)
     stages: list[str] = []
-    done = render(engine, job, lambda step, total, stage: stages.append(stage))
+    done = Renderer(engine).render(job, lambda step, total, stage: stages.append(stage))
     return done, stages
 
 
@@ -66,13 +66,13 @@ def test_generated_audio_codec_rate_and_length(av_engine, tmp_path: Path, fmt: s
     assert info.duration == pytest.approx(2.0)
     assert 0 <= info.audio_duration - info.duration <= AUDIO_FRAME / 48000
     assert stages.index("audio") > stages.index("denoise") and stages.index("encode") > stages.index("audio")
-    assert done.info["audio"]["model"] == "tiny-ltx2"
+    assert done.pipeline_info["audio"]["model"] == "tiny-ltx2"
 
 
 def test_audio_false_has_no_audio_stream(av_engine, tmp_path: Path) -> None:
     done, stages = _render(av_engine, tmp_path, providerSettings={"alibaba": {"audio": False, "promptExtend": False}})
     assert not probe_file(done.outputs[0].path).has_audio
-    assert "audio" not in stages and "audio" not in done.info
+    assert "audio" not in stages and "audio" not in done.pipeline_info
 
 
 @pytest.mark.parametrize("fmt, rate", [("MP4", 44100), ("WEBM", 48000)])

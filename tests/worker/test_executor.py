@@ -33,7 +33,7 @@ def spec(prompt: str = "p", n: int = 1) -> JobSpec:
 def job(tmp_path: Path, s: JobSpec) -> RunJob:
     out = tmp_path / s.task_uuid
     out.mkdir()
-    return RunJob(s.task_uuid, 1, s.model_dump_json(), str(out))
+    return RunJob(task_uuid=s.task_uuid, attempt=1, spec_json=s.model_dump_json(), out_dir=str(out))
 
 
 async def test_subprocess_executor_restarts_after_child_dies(tmp_path: Path) -> None:
@@ -93,10 +93,10 @@ async def test_supervisor_requeues_when_child_dies(tmp_path: Path) -> None:
     finally:
         await rig.sup.stop()
     assert rec.state is TaskState.SUCCEEDED and rec.attempt == 2  # type: ignore[attr-defined]
-    keys = [r["key"] for r in rec.results]  # type: ignore[attr-defined]
+    keys = [r.key for r in rec.results]  # type: ignore[attr-defined]
     assert keys == [f"outputs/{s.task_uuid}/0.mp4", f"outputs/{s.task_uuid}/1.mp4"]
     assert all(rig.storage.exists(k) for k in keys)
-    assert len({r["videoUUID"] for r in rec.results}) == 2  # type: ignore[attr-defined]
+    assert len({r.video_uuid for r in rec.results}) == 2  # type: ignore[attr-defined]
 
 
 async def test_supervisor_failures_and_cancel(tmp_path: Path) -> None:

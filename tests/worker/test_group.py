@@ -94,14 +94,14 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
     rec = wait_for("job a", lambda: done(a.task_uuid), timeout=90)
     assert rec.state is TaskState.SUCCEEDED, (rec.error_code, rec.error_message)
     (result,) = rec.results or []
-    assert (result["width"], result["height"], result["frames"], result["seed"]) == (64, 48, 8, 11)
-    assert (data / "media" / result["key"]).is_file()
+    assert (result.width, result.height, result.frames, result.seed) == (64, 48, 8, 11)
+    assert (data / "media" / result.key).is_file()
     seen0, seen1 = rows(data, 0, a.task_uuid), rows(data, 1, a.task_uuid)
     assert seen0[0] == seen1[0] == {"task": a.task_uuid, "seeds": [11], "prompt": "a green card", "image": [40, 30]}
     assert [r["step"] for r in seen0[1:]] == [r["step"] for r in seen1[1:]] == [1, 2]
     # The leader queued the webhook in the completing transaction, linking to the stored output.
     (hook,) = store.outbox_rows(a.task_uuid)  # type: ignore[attr-defined]
-    assert f"/media/{result['key']}?" in json.loads(hook["body"])["videoURL"]
+    assert f"/media/{result.key}?" in json.loads(hook["body"])["videoURL"]
     # The leader serves the group's metrics on the group's port.
     text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=5).text
     assert 'wanflash_stage_duration_seconds_count{stage="upload"} 1.0' in text

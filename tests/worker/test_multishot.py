@@ -24,7 +24,7 @@ from wanflash.pipelines.multishot import join_tracks, render_shots, shot_seed, s
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.pipelines.prompt_extend import PromptExtender
 from wanflash.pipelines.shots import Shot, fallback_shot_plan, shot_plan_problems, validate_shot_plan
-from wanflash.worker.child import render
+from wanflash.worker.render import Renderer
 from wanflash.worker.protocol import RunJob
 
 PLAN = {"shots": [
@@ -103,7 +103,7 @@ def _image() -> Image.Image:
 
 def test_each_shot_gets_its_prompt_frames_and_start(tmp_path: Path) -> None:
     pipe, image = Recording(), _image()
-    done = render(pipe, _job(tmp_path, image), lambda *a: None, PlanExtender(PLAN))
+    done = Renderer(pipe, PlanExtender(PLAN)).render(_job(tmp_path, image), lambda *a: None)
     assert [c["prompt"] for c in pipe.calls] == [s["prompt"] for s in PLAN["shots"]]
     # 16 fps: 2 s, 3 s (a cut: exactly its frames), 1 s + the seam frame that is dropped.
     assert [c["frames"] for c in pipe.calls] == [32, 48, 17]
@@ -112,14 +112,14 @@ def test_each_shot_gets_its_prompt_frames_and_start(tmp_path: Path) -> None:
     assert pipe.calls[2]["image"] is not None  # continuation: the last frame of shot 2 (checked below)
     assert [c["seeds"] for c in pipe.calls] == [[shot_seed(5, i)] for i in range(3)]
     assert len({c["seeds"][0] for c in pipe.calls}) == 3
-    assert [s["start"] for s in done.info["shots"]] == ["input-image", "text", "previous-frame"]
+    assert [s["start"] for s in done.pipeline_info["shots"]] == ["input-image", "text", "previous-frame"]
     (out,) = done.outputs
     assert out.seed == 5
     info = probe_file(Path(out.path))
     assert (info.width, info.height, info.frames) == (W, H, 96)
     assert info.duration == pytest.approx(6.0, abs=1 / 16)
-    assert done.info["promptExtend"]["extended"] is True
-    assert [s["prompt"] for s in done.info["promptExtend"]["shots"]] == [s["prompt"] for s in PLAN["shots"]]
+    assert done.prompt_extend is not None and done.prompt_extend.extended is True
+    assert [s.prompt for s in done.prompt_extend.shots or []] == [s["prompt"] for s in PLAN["shots"]]
 
 
 def test_continuation_starts_from_the_shown_last_frame_and_cut_from_text(tmp_path: Path) -> None:
@@ -135,8 +135,8 @@ def test_continuation_starts_from_the_shown_last_frame_and_cut_from_text(tmp_pat
 
 def test_i2v_only_pipeline_cuts_back_to_the_input_image(tmp_path: Path) -> None:
     pipe, image = Recording(text_to_video=False), _image()
-    done = render(pipe, _job(tmp_path, image), lambda *a: None, PlanExtender(PLAN))
-    assert [s["start"] for s in done.info["shots"]] == ["input-image", "input-image", "previous-frame"]
+    done = Renderer(pipe, PlanExtender(PLAN)).render(_job(tmp_path, image), lambda *a: None)
+    assert [s["start"] for s in done.pipeline_info["shots"]] == ["input-image", "input-image", "previous-frame"]
     np.testing.assert_array_equal(pipe.calls[1]["image"], np.asarray(image))
     assert pipe.calls[1]["prompt"] == PLAN["shots"][1]["prompt"]
 
@@ -148,10 +148,10 @@ def test_shot_starts_without_an_image() -> None:
 
 def test_single_stays_one_continuous_generation(tmp_path: Path) -> None:
     pipe = Recording()
-    done = render(pipe, _job(tmp_path, providerSettings={"alibaba": {"shotType": "single"}}), lambda *a: None,
-                  PlanExtender({"unused": True}))
+    done = Renderer(pipe, PlanExtender({"unused": True})).render(
+        _job(tmp_path, providerSettings={"alibaba": {"shotType": "single"}}), lambda *a: None)
     assert len(pipe.calls) == 1 and pipe.calls[0]["frames"] == 96
-    assert "shots" not in done.info
+    assert "shots" not in done.pipeline_info
 
 
 def test_passthrough_plan_renders_continuing_shots(tmp_path: Path) -> None:
@@ -159,11 +159,11 @@ def test_passthrough_plan_renders_continuing_shots(tmp_path: Path) -> None:
     from wanflash.pipelines.prompt_extend import PassthroughExtender
 
     pipe = Recording()
-    done = render(pipe, _job(tmp_path, _image(), duration=12), lambda *a: None, PassthroughExtender())
+    done = Renderer(pipe, PassthroughExtender()).render(_job(tmp_path, _image(), duration=12), lambda *a: None)
     assert [c["frames"] for c in pipe.calls] == [64, 65, 65]  # 4 s + 4 s + 4 s, seams dropped
     assert {c["prompt"] for c in pipe.calls} == {"a cat"}
     assert probe_file(Path(done.outputs[0].path)).frames == 192
-    assert done.info["promptExtend"]["extended"] is False
+    assert done.prompt_extend is not None and done.prompt_extend.extended is False
 
 
 @pytest.mark.parametrize("fps", [16, 24])

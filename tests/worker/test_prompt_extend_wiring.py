@@ -10,7 +10,7 @@ from wanflash.api.validation import validate_video_task
 from wanflash.pipelines.fake import FakePipeline
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.pipelines.prompt_extend import PromptExtender
-from wanflash.worker.child import render
+from wanflash.worker.render import Renderer
 from wanflash.worker.protocol import RunJob
 
 TASK = {
@@ -58,23 +58,24 @@ def _job(tmp_path: Path, **overrides: Any) -> RunJob:
 
 def test_rewritten_prompt_is_generated_and_reported(tmp_path: Path) -> None:
     pipe, ext = RecordingPipeline(), ScriptedExtender()
-    done = render(pipe, _job(tmp_path), lambda *a: None, ext)
+    done = Renderer(pipe, ext).render(_job(tmp_path), lambda *a: None)
     assert pipe.prompts == ["A CAT, slow dolly-in"]
-    assert done.info["promptExtend"]["prompt"] == "A CAT, slow dolly-in"
-    assert done.info["promptExtend"]["extended"] is True
+    assert done.prompt_extend is not None and done.prompt_extend.prompt == "A CAT, slow dolly-in"
+    assert done.prompt_extend.extended is True
     assert ext.calls == 1
 
 
 def test_failed_extension_keeps_the_original_prompt(tmp_path: Path) -> None:
     pipe = RecordingPipeline()
-    done = render(pipe, _job(tmp_path), lambda *a: None, ScriptedExtender(fail=True))
+    done = Renderer(pipe, ScriptedExtender(fail=True)).render(_job(tmp_path), lambda *a: None)
     assert pipe.prompts == ["a cat"]
-    assert done.info["promptExtend"]["extended"] is False
+    assert done.prompt_extend is not None and done.prompt_extend.extended is False
 
 
 def test_prompt_extend_false_skips_the_extender(tmp_path: Path) -> None:
     pipe, ext = RecordingPipeline(), ScriptedExtender()
-    done = render(pipe, _job(tmp_path, providerSettings={"alibaba": {"promptExtend": False}}), lambda *a: None, ext)
+    done = Renderer(pipe, ext).render(_job(tmp_path, providerSettings={"alibaba": {"promptExtend": False}}),
+                                      lambda *a: None)
     assert ext.calls == 0
     assert pipe.prompts == ["a cat"]
-    assert "promptExtend" not in done.info
+    assert done.prompt_extend is None

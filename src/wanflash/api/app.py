@@ -50,7 +50,7 @@ from wanflash.storage import create_store
 from wanflash.storage.base import ObjectStore
 from wanflash.storage.links import MediaLinks
 from wanflash.storage.local import UrlSigner, load_or_create_secret
-from wanflash.worker.child import PipelineFactory
+from wanflash.worker.render import PipelineFactory
 from wanflash.worker.executor import Executor, create_executor
 from wanflash.worker.supervisor import Supervisor
 

@@ -68,20 +68,19 @@ def poll_reply(record: TaskRecord, sign_url: SignUrl, *, default_ttl: int) -> Po
                 "taskType": TASK_TYPE,
                 "taskUUID": tu,
                 "status": "success",
-                "videoUUID": r["videoUUID"],
-                "videoURL": sign_url(r["key"], exp),
-                "seed": r["seed"],
+                "videoUUID": r.video_uuid,
+                "videoURL": sign_url(r.key, exp),
+                "seed": r.seed,
             }
             if spec.include_cost:
                 out["cost"] = round(spec.cost / max(1, n), 6)
-            pe = r.get("promptExtend")
-            if pe:
+            if r.prompt_extend is not None:
                 # Extra field (the SDKs ignore unknown keys): the prompt actually generated from,
                 # and whether an extender rewrote it (false: no backend, or it failed).
-                out["extendedPrompt"] = pe.get("prompt")
-                out["promptExtended"] = bool(pe.get("extended"))
-            if "NSFWContent" in r:  # only when the request asked for a content check and it ran
-                out["NSFWContent"] = bool(r["NSFWContent"])
+                out["extendedPrompt"] = r.prompt_extend.prompt
+                out["promptExtended"] = r.prompt_extend.extended
+            if r.nsfw_content is not None:  # only when the request asked for a content check and it ran
+                out["NSFWContent"] = r.nsfw_content
             items.append(out)
         return PollReply(data=items)
     code = record.error_code or ("taskCancelled" if record.state is TaskState.CANCELLED else "inferenceError")

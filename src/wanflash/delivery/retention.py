@@ -45,7 +45,7 @@ def task_keys(record: TaskRecord) -> list[str]:
     """The storage keys that belong to this task alone: its outputs and its inputs."""
     tu = record.task_uuid
     own = (f"outputs/{tu}/", f"inputs/{tu}/")
-    keys = [r.get("key") for r in record.results or []] + [record.spec.image_key, record.spec.audio_key]
+    keys = [r.key for r in record.results or []] + [record.spec.image_key, record.spec.audio_key]
     return [k for k in keys if isinstance(k, str) and k.startswith(own)]
 
 

@@ -2,14 +2,18 @@
 
 A :class:`JobSpec` is the only thing that crosses the queue. It is JSON, fully resolved
 (sizes, frame counts, seeds, cost) and refers to inputs by storage key, never inline bytes.
+A finished task stores one :class:`OutputRecord` per result (with the :class:`PromptExtension`
+it was generated from), typed on both sides of the database.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Literal
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 OutputFormat = Literal["MP4", "WEBM", "MOV"]
 
@@ -75,3 +79,77 @@ class JobSpec(BaseModel):
     @property
     def mode(self) -> Literal["i2v", "t2v"]:
         return "i2v" if self.image_key else "t2v"
+
+
+# -- what a finished task stores: one OutputRecord per result ------------------------------------
+
+
+class PlannedShot(BaseModel):
+    """One shot of a multi-shot plan, as promptExtend reported it (``Shot.to_dict``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    duration: int | float
+    prompt: str
+    transition: str
+
+
+class PromptExtension(BaseModel):
+    """What promptExtend did for a task. ``prompt`` is what was generated from (the original prompt
+    when ``extended`` is false: no backend, or it failed, ``note`` says why); ``shots`` is the
+    multi-shot plan (None for ``single``). Sent as ``extendedPrompt``/``promptExtended``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    shots: list[PlannedShot] | None = None
+    backend: str
+    extended: bool
+    note: str | None = None
+
+
+class OutputRecord(BaseModel):
+    """One stored result of a succeeded task: what the worker writes and ``getResponse``/webhooks read.
+
+    Stored as JSON in the task row under the wire-style keys (``videoUUID``, ``bytes``,
+    ``promptExtend``, ``NSFWContent``), the format rows have had from the start, so rows written
+    before this model existed read unchanged. ``prompt_extend`` and ``nsfw_content`` are absent
+    (None) when the request did not ask for them.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    video_uuid: str = Field(alias="videoUUID")
+    seed: int
+    key: str  # storage key of the encoded file, outputs/{taskUUID}/{i}.{ext}
+    format: OutputFormat
+    width: int
+    height: int
+    frames: int
+    fps: float
+    duration: float
+    audio: bool  # the file has an audio stream
+    size_bytes: int = Field(alias="bytes")
+    prompt_extend: PromptExtension | None = Field(default=None, alias="promptExtend")
+    nsfw_content: bool | None = Field(default=None, alias="NSFWContent")
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON object stored for this result (absent optional keys are left out, as before)."""
+        out = self.model_dump(mode="json", by_alias=True)
+        for k in ("promptExtend", "NSFWContent"):
+            if out[k] is None:
+                del out[k]
+        return out
+
+
+_RESULTS = TypeAdapter(list[OutputRecord])
+
+
+def dump_results(results: Sequence[OutputRecord]) -> str:
+    """The ``results`` column of a succeeded task."""
+    return json.dumps([r.stored() for r in results])
+
+
+def load_results(text: str | None) -> list[OutputRecord] | None:
+    """The ``results`` column read back (None for a task that has none)."""
+    return _RESULTS.validate_json(text) if text else None

@@ -40,7 +40,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import procrastinate
@@ -51,7 +51,7 @@ from procrastinate.manager import get_channel_for_queues
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
-from wanflash.jobs.model import JobSpec, TaskState
+from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, dump_results
 from wanflash.jobs.source import (
     TERMINAL_STATES,
     ApiKeyRow,
@@ -557,12 +557,12 @@ class PostgresJobSource:
                 await self._notify(conn, TaskEvent("progress", task_uuid, TaskState.RUNNING.value, step, total, stage))
             return cur.rowcount == 1
 
-    def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
+    def complete(self, task_uuid: str, attempt: int, results: Sequence[OutputRecord], *,
                  now: float | None = None) -> bool:
         """Record success. ``False`` when ``attempt`` is stale: nothing is written."""
         return bool(self._call(self._finish, task_uuid, attempt, TaskState.SUCCEEDED,
                                time.time() if now is None else now,
-                               "results=%s", (json.dumps(results),)))
+                               "results=%s", (dump_results(results),)))
 
     def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
              now: float | None = None) -> bool:

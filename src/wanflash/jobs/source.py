@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from wanflash.jobs.model import JobSpec, TaskState
+from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, load_results
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -103,7 +103,7 @@ class TaskRecord:
     progress_total: int
     progress_stage: str | None
     cancel_requested: bool
-    results: list[dict[str, Any]] | None
+    results: list[OutputRecord] | None
     error_code: str | None
     error_message: str | None
     created: float
@@ -223,7 +223,7 @@ class JobSource(Protocol):
 
     def progress(self, task_uuid: str, attempt: int, step: int, total: int, stage: str) -> bool: ...
 
-    def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
+    def complete(self, task_uuid: str, attempt: int, results: Sequence[OutputRecord], *,
                  now: float | None = None) -> bool: ...
 
     def fail(self, task_uuid: str, attempt: int, code: str, message: str, *, retryable: bool = False,
@@ -313,7 +313,7 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
         progress_total=row["progress_total"],
         progress_stage=row["progress_stage"],
         cancel_requested=bool(row["cancel_requested"]),
-        results=json.loads(row["results"]) if row["results"] else None,
+        results=load_results(row["results"]),
         error_code=row["error_code"],
         error_message=row["error_message"],
         created=row["created"],

@@ -45,12 +45,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wanflash.jobs.model import JobSpec, TaskState
+from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, dump_results
 from wanflash.jobs.source import (
     TERMINAL_STATES,
     ApiKeyRow,
@@ -414,7 +414,7 @@ class TaskStore:
             self._listeners.emit(TaskEvent("progress", task_uuid, TaskState.RUNNING.value, step, total, stage))
         return ok
 
-    def complete(self, task_uuid: str, attempt: int, results: list[dict[str, Any]], *,
+    def complete(self, task_uuid: str, attempt: int, results: Sequence[OutputRecord], *,
                  now: float | None = None) -> bool:
         """Record success. ``False`` when ``attempt`` is stale: nothing is written."""
         t = time.time() if now is None else now
@@ -422,7 +422,7 @@ class TaskStore:
             ok = db.execute(
                 "UPDATE tasks SET state='succeeded', results=?, finished=?, lease_owner=NULL, lease_until=NULL "
                 "WHERE task_uuid=? AND attempt=? AND state='running'",
-                (json.dumps(results), t, task_uuid, attempt),
+                (dump_results(results), t, task_uuid, attempt),
             ).rowcount == 1
             if ok:
                 self._emit(db, task_uuid, t)

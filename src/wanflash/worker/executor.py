@@ -1,16 +1,17 @@
 """Executors: where the pipeline runs, by name.
 
 * ``subprocess`` (default): one child made with the multiprocessing *spawn* context (no
-  inherited CUDA or event-loop state). It builds the pipeline from a picklable factory, loads
-  it once, and serves jobs over a pipe (:mod:`wanflash.worker.protocol`). If the child dies the
+  inherited CUDA or event-loop state). It builds the :class:`~wanflash.worker.render.Renderer`
+  from a picklable pipeline factory once, and serves jobs over a pipe (:mod:`wanflash.worker.protocol`). If the child dies the
   running job raises :class:`ExecutorDead` (the supervisor re-queues it) and a fresh child is
   started for the next job.
-* ``inprocess``: the pipeline lives in this process and jobs run in a worker thread. For tests
-  and debugging; a crash in the pipeline takes the server down with it.
+* ``inprocess``: the :class:`~wanflash.worker.render.Renderer` lives in this process and jobs run
+  in a worker thread. For tests and debugging; a crash in the pipeline takes the server down with it.
 
 Both expose :class:`Executor`: ``start()`` (non-blocking; loading happens in the background),
 ``run(job, on_progress)`` returning :class:`Done` or raising :class:`JobCancelled`,
-:class:`JobFailed` or :class:`ExecutorDead`, ``cancel(task_uuid)``, ``restart()`` and ``stop()``.
+:class:`JobFailed` or :class:`ExecutorDead`, ``cancel(task_uuid)``, ``restart()``, ``stop()`` and
+``state`` (an :class:`~wanflash.worker.protocol.ExecutorState`).
 ``on_loaded`` (settable) is called with the load time in seconds whenever a model finishes loading.
 """
 
@@ -22,32 +23,36 @@ import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
-from wanflash.worker.child import PipelineFactory, child_main, resolve_factory, run_safely
+from wanflash.worker.child import child_main
 from wanflash.worker.protocol import (
     Cancel,
     Cancelled,
     Done,
+    ExecutorState,
     Failed,
+    FromChild,
     LoadFailed,
+    Outcome,
     Progress,
     Ready,
     RunJob,
     Shutdown,
+    ToChild,
 )
+from wanflash.worker.render import DEFAULT_FACTORY, PipelineFactory, Renderer
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
-    from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.fake import FakePipeline
-    from wanflash.pipelines.prompt_extend import PromptExtender
-    from wanflash.pipelines.safety import ContentChecker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FACTORY = "wanflash.pipelines.registry:create_pipeline"
+__all__ = ["DEFAULT_FACTORY", "Executor", "InProcessExecutor", "SubprocessExecutor", "create_executor",
+           "fake_pipeline"]
+
 OnProgress = Callable[[Progress], None]
 OnLoaded = Callable[[float], None]
 
@@ -76,15 +81,20 @@ class Executor(Protocol):
     async def stop(self) -> None: ...
 
     @property
-    def state(self) -> str: ...
+    def state(self) -> ExecutorState: ...
 
 
-def _outcome(msg: Done | Failed | Cancelled) -> Done:
-    if isinstance(msg, Done):
-        return msg
-    if isinstance(msg, Cancelled):
-        raise JobCancelled(msg.task_uuid)
-    raise JobFailed(msg.code, msg.message, retryable=msg.retryable)
+def outcome(msg: Outcome) -> Done:
+    """The :class:`Done`, or the exception the supervisor expects for the other outcomes."""
+    match msg:
+        case Done():
+            return msg
+        case Cancelled():
+            raise JobCancelled(msg.task_uuid)
+        case Failed():
+            raise JobFailed(msg.code, msg.message, retryable=msg.retryable)
+        case _:
+            assert_never(msg)
 
 
 class InProcessExecutor:
@@ -95,38 +105,28 @@ class InProcessExecutor:
     def __init__(self, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
         self._settings = settings
         self._factory = factory
-        self._pipeline: VideoPipeline | None = None
-        self._extender: PromptExtender | None = None
-        self._checker: ContentChecker | None = None
+        self._renderer: Renderer | None = None
         self._loading: asyncio.Task[None] | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._error: str | None = None
         self.on_loaded: OnLoaded | None = None
 
     @property
-    def state(self) -> str:
+    def state(self) -> ExecutorState:
         if self._error:
-            return "failed"
-        return "ready" if self._pipeline is not None else "loading"
+            return ExecutorState.FAILED
+        if self._renderer is not None:
+            return ExecutorState.READY
+        return ExecutorState.LOADING if self._loading is not None else ExecutorState.STOPPED
 
     def start(self) -> None:
         if self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
-        def load() -> "VideoPipeline":
-            pipe = resolve_factory(self._factory)(self._settings)
-            pipe.load()
-            return pipe
-
         try:
-            from wanflash.pipelines.prompt_extend import create_extender
-            from wanflash.pipelines.safety import create_checker
-
             t0 = time.monotonic()
-            self._pipeline = await asyncio.to_thread(load)
-            self._extender = create_extender(self._settings)
-            self._checker = create_checker(self._settings)
+            self._renderer = await asyncio.to_thread(Renderer.from_settings, self._settings, self._factory)
             if self.on_loaded is not None:
                 self.on_loaded(time.monotonic() - t0)
         except Exception as exc:
@@ -137,24 +137,24 @@ class InProcessExecutor:
         self.start()
         assert self._loading is not None  # set by start(); not input validation
         await asyncio.shield(self._loading)
-        if self._error or self._pipeline is None:
+        if self._error or self._renderer is None:
             raise JobFailed("modelNotReady", f"the model failed to load: {self._error}")
 
     async def run(self, job: RunJob, on_progress: OnProgress) -> Done:
         await self.wait_ready()
-        pipeline = self._pipeline
-        assert pipeline is not None
+        renderer = self._renderer
+        assert renderer is not None  # wait_ready raised otherwise
         loop = asyncio.get_running_loop()
         flag = self._cancel.setdefault(job.task_uuid, threading.Event())
 
         def on_step(step: int, total: int, stage: str) -> None:
             if flag.is_set():
                 raise JobCancelled(job.task_uuid)
-            loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
+            loop.call_soon_threadsafe(on_progress, Progress(task_uuid=job.task_uuid, step=step, total=total,
+                                                            stage=stage))
 
         try:
-            return _outcome(await asyncio.to_thread(run_safely, pipeline, job, on_step, self._extender,
-                                                    self._checker))
+            return outcome(await asyncio.to_thread(renderer.run, job, on_step))
         except asyncio.CancelledError:
             flag.set()  # a thread cannot be killed: make it stop at its next step
             raise
@@ -174,7 +174,11 @@ class InProcessExecutor:
         await self.restart()
 
 
-_DEAD = object()
+class _Dead:
+    """The reader thread's own message: the pipe closed (the child exited)."""
+
+
+_DEAD = _Dead()
 
 
 class _Child:
@@ -188,7 +192,7 @@ class _Child:
                                    name="wanflash-executor", daemon=True)
         self.process.start()
         child_conn.close()  # the parent keeps only its end, so EOF is seen when the child dies
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.inbox: asyncio.Queue[FromChild | _Dead] = asyncio.Queue()
         self.ready: asyncio.Future[Ready] = loop.create_future()
         self._on_ready = on_ready
         self._loop = loop
@@ -204,7 +208,7 @@ class _Child:
                 return
             self._loop.call_soon_threadsafe(self._deliver, msg)
 
-    def _deliver(self, msg: Any) -> None:
+    def _deliver(self, msg: FromChild | _Dead) -> None:
         if not self.ready.done():
             if isinstance(msg, Ready):
                 self.ready.set_result(msg)
@@ -218,7 +222,7 @@ class _Child:
                 self.ready.set_exception(ExecutorDead("the executor process exited while loading the model"))
         self.inbox.put_nowait(msg)
 
-    def send(self, msg: Any) -> None:
+    def send(self, msg: ToChild) -> None:
         try:
             self.conn.send(msg)
         except (BrokenPipeError, EOFError, OSError) as exc:
@@ -249,15 +253,15 @@ class SubprocessExecutor:
         self.on_loaded: OnLoaded | None = None
 
     @property
-    def state(self) -> str:
+    def state(self) -> ExecutorState:
         child = self._child
         if child is None:
-            return "stopped"
+            return ExecutorState.STOPPED
         if not child.ready.done():
-            return "loading"
+            return ExecutorState.LOADING
         if child.ready.exception() is not None:
-            return "failed"
-        return "ready" if child.process.is_alive() else "dead"
+            return ExecutorState.FAILED
+        return ExecutorState.READY if child.process.is_alive() else ExecutorState.DEAD
 
     @property
     def pid(self) -> int | None:
@@ -288,15 +292,21 @@ class SubprocessExecutor:
                 child.send(job)
                 while True:
                     msg = await child.inbox.get()
-                    if msg is _DEAD:
-                        code = child.process.exitcode
-                        await self._replace()
-                        raise ExecutorDead(f"the executor process died (exit code {code}) while running the job")
-                    if isinstance(msg, Progress):
-                        if msg.task_uuid == job.task_uuid:
-                            on_progress(msg)
-                    elif isinstance(msg, (Done, Failed, Cancelled)) and msg.task_uuid == job.task_uuid:
-                        return _outcome(msg)
+                    match msg:
+                        case _Dead():
+                            code = child.process.exitcode
+                            await self._replace()
+                            raise ExecutorDead(f"the executor process died (exit code {code}) while running the job")
+                        case Progress():
+                            if msg.task_uuid == job.task_uuid:
+                                on_progress(msg)
+                        case Done() | Failed() | Cancelled():
+                            if msg.task_uuid == job.task_uuid:
+                                return outcome(msg)
+                        case Ready() | LoadFailed():
+                            pass  # only while loading (consumed by _Child._deliver)
+                        case _:
+                            assert_never(msg)
             except asyncio.CancelledError:
                 # The supervisor gave up on this run (deadline, lost lease, shutdown): the child may
                 # be mid-step and cannot be interrupted cleanly, so replace it.
@@ -308,7 +318,7 @@ class SubprocessExecutor:
     def cancel(self, task_uuid: str) -> None:
         if self._child is not None and self._current == task_uuid:
             try:
-                self._child.send(Cancel(task_uuid))
+                self._child.send(Cancel(task_uuid=task_uuid))
             except ExecutorDead:
                 pass
 

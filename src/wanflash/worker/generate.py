@@ -3,21 +3,27 @@
 The command builds the same wire task a client would send, so it is checked by the same
 :func:`~wanflash.api.validation.parse_video_task` and planned by the same
 :func:`~wanflash.api.validation.plan_job`; a bad flag prints Runware's error naming the
-parameter and exits 2. Every output is probed before the command reports success.
+parameter and exits 2. It renders through the service's own
+:class:`~wanflash.worker.render.Renderer` (input check, promptExtend, multi-shot plan, output
+check, encode), so a request comes out the same here as from a worker; a failed job prints its
+code and message and exits 1. Every output is probed before the command reports success.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wanflash import MODEL_ID
-from wanflash.errors import InvalidRequest, JobCancelled
+from wanflash.errors import InvalidRequest, JobCancelled, JobFailed
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -47,8 +53,17 @@ def build_task(args: argparse.Namespace) -> dict[str, Any]:
     task.update({k: v for k, v in optional.items() if v is not None})
     if args.image:
         task["inputs"] = {"frameImages": [{"image": args.image, "frame": "first"}]}
+    alibaba: dict[str, Any] = {}
     if args.no_audio:
-        task["providerSettings"] = {"alibaba": {"audio": False}}
+        alibaba["audio"] = False
+    if args.no_prompt_extend:
+        alibaba["promptExtend"] = False
+    if args.shot_type:
+        alibaba["shotType"] = args.shot_type
+    if alibaba:
+        task["providerSettings"] = {"alibaba": alibaba}
+    if args.safety:
+        task["safety"] = {"checkContent": True, "mode": args.safety}
     return task
 
 
@@ -106,13 +121,14 @@ def output_paths(output: Path, n: int) -> list[Path]:
 
 
 def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
-    from wanflash.api.validation import ResolvedInputs, parse_video_task, plan_job
+    from wanflash.api.validation import ResolvedInputs, check_safety_supported, parse_video_task, plan_job
     from wanflash.pipelines.profiles import get_profile
 
     err = sys.stderr
     task = build_task(args)
     try:
         parsed = parse_video_task(task, native_audio=settings.audio_model != "none")
+        check_safety_supported(parsed, detector=settings.safety_detector)
     except InvalidRequest as exc:
         for e in exc.errors:
             print(f"error: {e.parameter or '-'}: {e.message} ({e.code})", file=err)
@@ -134,35 +150,51 @@ def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{spec.width}x{spec.height}, {spec.duration}s at {spec.fps} fps ({spec.num_frames} frames), "
           f"{spec.output_format}, profile {profile.name}", file=err)
 
-    from wanflash.media.encode import encode_video
     from wanflash.media.probe import probe_file
     from wanflash.pipelines.registry import create_pipeline
+    from wanflash.worker.protocol import RunJob
+    from wanflash.worker.render import Renderer
 
     t0 = time.monotonic()
-    pipe = create_pipeline(settings, progress=True)
-    pipe.load()
+    factory = args.pipeline_factory or functools.partial(create_pipeline, progress=True)
+    renderer = Renderer.from_settings(settings, factory)  # the service's render path, built the same way
     print(f"loaded {profile.name} in {time.monotonic() - t0:.1f}s", file=err)
     bars = StageBars(err)
-    try:
-        result = pipe.generate(spec, bars, image=image)
-    except JobCancelled:
-        bars.close()
-        print("cancelled", file=err)
-        return 130
-
-    paths = output_paths(output, len(result.videos))
-    bars(0, len(paths), "encode")
-    for i, (path, video, seed, audio) in enumerate(zip(paths, result.videos, result.seeds,
-                                                       result.audio or [None] * len(result.videos))):
-        encode_video(video, path, fps=spec.fps, fmt=spec.output_format, quality=spec.output_quality,
-                     audio=audio if spec.audio else None)
-        bars(i + 1, len(paths), "encode")
-        info = probe_file(path)
-        if (info.width, info.height) != (spec.width, spec.height) or abs(info.frames - spec.num_frames) > 1:
-            print(f"error: {path} probes as {info.width}x{info.height}, {info.frames} frames; expected "
-                  f"{spec.width}x{spec.height}, {spec.num_frames}", file=err)
+    with tempfile.TemporaryDirectory(prefix="wanflash-generate-") as tmp:
+        image_path = None
+        if image is not None:
+            image_path = str(Path(tmp) / "image.png")  # the render path reads inputs from files, as in a worker
+            image.save(image_path)
+        out_dir = Path(tmp) / "out"
+        out_dir.mkdir()
+        job = RunJob(task_uuid=spec.task_uuid, attempt=1, spec_json=spec.model_dump_json(), out_dir=str(out_dir),
+                     image_path=image_path)
+        try:
+            done = renderer.render(job, bars)
+        except JobCancelled:
+            bars.close()
+            print("cancelled", file=err)
+            return 130
+        except JobFailed as exc:
+            bars.close()
+            print(f"error: {exc.code}: {exc.message}", file=err)
             return 1
-        print(f"seed {seed}: {path} ({info.video_codec}, {info.width}x{info.height}, {info.fps:g} fps, "
-              f"{info.duration:.2f}s, {info.size_bytes} bytes)")
+        if done.prompt_extend is not None:
+            pe = done.prompt_extend
+            how = "extended" if pe.extended else f"not extended ({pe.note or pe.backend})"
+            print(f"promptExtend ({pe.backend}): {how}: {pe.prompt}", file=err)
+        paths = output_paths(output, len(done.outputs))
+        for out, path in zip(sorted(done.outputs, key=lambda o: o.index), paths):
+            shutil.move(out.path, path)
+            info = probe_file(path)
+            if (info.width, info.height) != (spec.width, spec.height) or abs(info.frames - spec.num_frames) > 1:
+                print(f"error: {path} probes as {info.width}x{info.height}, {info.frames} frames; expected "
+                      f"{spec.width}x{spec.height}, {spec.num_frames}", file=err)
+                return 1
+            nsfw = ""
+            if done.safety is not None:
+                nsfw = f", NSFWContent {str(done.safety.results[out.index].nsfw_content).lower()}"
+            print(f"seed {out.seed}: {path} ({info.video_codec}, {info.width}x{info.height}, {info.fps:g} fps, "
+                  f"{info.duration:.2f}s, {info.size_bytes} bytes{nsfw})")
     print(f"done in {time.monotonic() - t0:.1f}s", file=err)
     return 0

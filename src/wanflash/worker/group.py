@@ -13,12 +13,14 @@ ranks use gloo, for tests):
   barrier until all are loaded;
 * **rank 0 (leader)** runs the ordinary :class:`~wanflash.worker.supervisor.Supervisor` (claim,
   heartbeat, progress, cancel, store, complete, all fenced by attempt) with a
-  :class:`LeaderExecutor`: per job it applies promptExtend, **broadcasts** the spec and the start
-  image, generates, and alone encodes; the supervisor stores the outputs. Its only dependency on
+  :class:`LeaderExecutor`, which wraps the one render path (:class:`~wanflash.worker.render.Renderer`):
+  per job it prepares (input check, promptExtend, shot plan), **broadcasts** the resulting
+  :class:`~wanflash.worker.render.Plan`, generates, and alone checks and encodes; the supervisor
+  stores the outputs. Its only dependency on
   the job store is the supervisor's (claim/heartbeat/progress/complete/fail/cancelled/
   cancel_requested), built by ``job_source`` (``"module:attr"``; the SQLite store by default);
-* **other ranks (followers)** receive the job, generate it with the same seed and inputs (their
-  transformer shards need them), and drop the frames;
+* **other ranks (followers)** receive the plan, generate it with the same stage, seed and inputs
+  (their transformer shards need them), and drop the frames;
 * **cancel** is agreed every denoising step: all ranks all-reduce (MAX) a flag that is set only
   on the leader (cancel requested or lease lost), so every rank raises ``JobCancelled`` at the
   same step and the group is free for the next job;
@@ -42,21 +44,18 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled
-from wanflash.worker.child import encode_result, generate, guarded, prepare, resolve_factory, shot_plan, with_memory_stats
-from wanflash.worker.executor import DEFAULT_FACTORY, OnProgress, _outcome
-from wanflash.worker.protocol import Done, Progress, RunJob
+from wanflash.worker.bootstrap import bootstrap_process
+from wanflash.worker.executor import OnProgress, outcome
+from wanflash.worker.protocol import Done, ExecutorState, Progress, RunJob
+from wanflash.worker.render import DEFAULT_FACTORY, Plan, Renderer, guarded, resolve_factory
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
     from wanflash.jobs.source import JobSource
-    from wanflash.pipelines.base import VideoPipeline
     from wanflash.pipelines.parallel import GroupComm
-    from wanflash.pipelines.prompt_extend import PromptExtender
-    from wanflash.pipelines.safety import ContentChecker
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +74,6 @@ def default_source(settings: "Settings") -> "JobSource":
     return open_job_source(settings, sqlite_path=db_path(settings))
 
 
-@dataclass(frozen=True)
-class GroupJob:
-    """What the leader broadcasts: the spec to generate (prompt already extended), the image and the
-    multi-shot plan (None for one continuous shot)."""
-
-    task_uuid: str
-    spec_json: str
-    image: Any  # PIL.Image.Image | None
-    shots: Any = None  # list[wanflash.pipelines.shots.Shot] | None
-
-
 # ------------------------------------------------------------------ rank processes (torch side)
 
 
@@ -93,14 +81,11 @@ class LeaderExecutor:
     """The supervisor's executor on rank 0: runs each job on every rank of the group."""
 
     name = "group"
-    state = "ready"  # the pipeline is loaded before the supervisor starts
+    state = ExecutorState.READY  # the pipeline is loaded before the supervisor starts
 
-    def __init__(self, comm: "GroupComm", pipeline: "VideoPipeline", extender: "PromptExtender | None",
-                 checker: "ContentChecker | None" = None) -> None:
+    def __init__(self, comm: "GroupComm", renderer: Renderer) -> None:
         self.comm = comm
-        self.pipeline = pipeline
-        self.extender = extender
-        self.checker = checker
+        self.renderer = renderer
         self._cancel = threading.Event()
         self._current: str | None = None
 
@@ -116,7 +101,8 @@ class LeaderExecutor:
         self._current = job.task_uuid
 
         def progress(step: int, total: int, stage: str) -> None:
-            loop.call_soon_threadsafe(on_progress, Progress(job.task_uuid, step, total, stage))
+            loop.call_soon_threadsafe(on_progress, Progress(task_uuid=job.task_uuid, step=step, total=total,
+                                                            stage=stage))
 
         def denoise_step(step: int, total: int, stage: str) -> None:
             if self._collective(self.comm.agree, self._cancel.is_set()):
@@ -124,19 +110,18 @@ class LeaderExecutor:
             progress(step, total, stage)
 
         def work() -> Done:
-            spec, image, ext, safety = prepare(job, self.extender, progress, self.checker)
-            shots = shot_plan(spec, ext)
-            self._collective(self.comm.broadcast, GroupJob(job.task_uuid, spec.model_dump_json(), image, shots))
+            prepared = self.renderer.prepare(job, progress)
+            self._collective(self.comm.broadcast, prepared.plan)
             try:
-                result = generate(self.pipeline, spec, shots, denoise_step, image=image)
+                result = self.renderer.generate(prepared.plan, denoise_step)
             finally:
                 # Every rank meets here whatever happened. If this collective fails, the error above
                 # came from a dead rank (not from the job), so the task must not be failed for it.
                 self._collective(self.comm.agree, False)
-            return with_memory_stats(encode_result(job, spec, result, ext, safety, progress), self.pipeline)
+            return self.renderer.finish(job, prepared, result, progress)
 
         try:
-            return _outcome(await asyncio.to_thread(guarded, job, work))
+            return outcome(await asyncio.to_thread(guarded, job, work))
         finally:
             self._current = None
 
@@ -164,14 +149,12 @@ class LeaderExecutor:
         pass
 
 
-async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipeline", source: str) -> None:
-    from wanflash.pipelines.prompt_extend import create_extender
-    from wanflash.pipelines.safety import create_checker
+async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, source: str) -> None:
     from wanflash.worker.distributed import worker_media, worker_metrics
     from wanflash.worker.supervisor import Supervisor
 
     store = resolve_factory(source)(settings)  # type: ignore[arg-type]
-    executor = LeaderExecutor(comm, pipeline, create_extender(settings), create_checker(settings))
+    executor = LeaderExecutor(comm, renderer)
     metrics, _ = worker_metrics(settings, executor)  # type: ignore[arg-type]  (served until the process ends)
     supervisor = Supervisor(settings, store, worker_media(settings, store), executor,  # type: ignore[arg-type]
                             release_orphans=False, metrics=metrics)
@@ -179,12 +162,10 @@ async def _lead(settings: "Settings", comm: "GroupComm", pipeline: "VideoPipelin
     await asyncio.Event().wait()  # until the parent terminates this process
 
 
-def _follow(comm: "GroupComm", pipeline: "VideoPipeline") -> None:
-    from wanflash.jobs.model import JobSpec
-
+def _follow(comm: "GroupComm", renderer: Renderer) -> None:
     while True:
         msg = comm.broadcast()
-        if not isinstance(msg, GroupJob):
+        if not isinstance(msg, Plan):
             return
 
         def step(i: int, total: int, stage: str, tu: str = msg.task_uuid) -> None:
@@ -192,24 +173,12 @@ def _follow(comm: "GroupComm", pipeline: "VideoPipeline") -> None:
                 raise JobCancelled(tu)
 
         try:
-            generate(pipeline, JobSpec.model_validate_json(msg.spec_json), msg.shots, step, image=msg.image)
+            renderer.generate(msg, step)
         except JobCancelled:
             log.info("task %s cancelled on every rank", msg.task_uuid)
         except Exception:
             log.exception("task %s failed on rank %d (the leader reports the failure)", msg.task_uuid, comm.rank)
         comm.agree(False)  # the end-of-job meeting point (see LeaderExecutor.run)
-
-
-def _exit_with_parent() -> None:
-    # A rank orphaned by a killed parent must not keep claiming jobs or hold its GPU.
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="wanflash-parent-watch", daemon=True).start()
 
 
 def _pin_device(gpu: str) -> str:
@@ -237,28 +206,27 @@ def split_targets(pipeline: Any) -> list[Any]:
 def rank_main(settings: "Settings", rank: int, world: int, init_method: str, gpu: str, factory: str,
               source: str) -> None:
     """Entry point of one rank process (multiprocessing spawn)."""
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    _exit_with_parent()
+    bootstrap_process(settings, label=f"rank{rank}", parent_pid=os.getppid())  # an orphaned rank exits
     device = _pin_device(gpu)
     from wanflash.pipelines.parallel import GroupComm, enable_context_parallel
 
     comm = GroupComm(rank, world, init_method, device, timeout_s=COLLECTIVE_TIMEOUT_S)
-    pipeline = resolve_factory(factory)(settings.model_copy(update={"device": device}))
-    pipeline.load()
-    transformers = split_targets(pipeline)
+    # The leader renders (extender and checker too); followers only generate.
+    renderer = Renderer.from_settings(settings.model_copy(update={"device": device}), factory,
+                                      generate_only=rank != 0)
+    transformers = split_targets(renderer.pipeline)
     if world > 1:
         if transformers:
             enable_context_parallel(transformers, comm)
         else:
             log.warning("rank %d: pipeline %s has no transformers to split: every rank renders the whole job",
-                        rank, type(pipeline).__name__)
+                        rank, type(renderer.pipeline).__name__)
     comm.agree(False)  # barrier: the leader claims nothing before every rank is loaded
     log.info("rank %d/%d ready on %s", rank, world, gpu)
     if rank == 0:
-        asyncio.run(_lead(settings, comm, pipeline, source))
+        asyncio.run(_lead(settings, comm, renderer, source))
     else:
-        _follow(comm, pipeline)
+        _follow(comm, renderer)
 
 
 # ------------------------------------------------------------------ parent (no torch)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
+from wanflash.jobs.model import OutputRecord
 from wanflash.jobs.source import Claim, JobSource, TaskEvent
 from wanflash.observability.logs import task_context
 from wanflash.observability.metrics import StageClock
@@ -235,8 +236,8 @@ class Supervisor:
             if spec.upload_endpoint:
                 await self._upload(spec.upload_endpoint, results)
             stages.finish()
-            if self.metrics is not None and isinstance(done.info.get("gpu_memory"), dict):
-                self.metrics.gpu(done.info["gpu_memory"])  # type: ignore[arg-type]
+            if self.metrics is not None and done.gpu_memory is not None:
+                self.metrics.gpu(done.gpu_memory.model_dump())
             if await asyncio.to_thread(self.store.complete, tu, attempt, results):
                 log.info("task %s succeeded in %.2f s", tu, time.monotonic() - t_start)
             else:
@@ -281,7 +282,7 @@ class Supervisor:
         stages.finish()
         return done
 
-    async def _upload(self, endpoint: str, results: list[dict[str, Any]]) -> None:
+    async def _upload(self, endpoint: str, results: list[OutputRecord]) -> None:
         """PUT the output to ``uploadEndpoint``.
 
         A presigned URL names one object and its signature covers the path, so a suffix per
@@ -293,7 +294,7 @@ class Supervisor:
         from wanflash.delivery.upload import put_output
         from wanflash.storage.base import content_type_for
 
-        first = results[0]["key"]
+        first = results[0].key
         path = self.storage.local_path(first)
         await put_output(endpoint, path if path is not None else self.storage.read_bytes(first),
                          content_type=content_type_for(first), allow_loopback=self.settings.allow_loopback_fetch)
@@ -313,12 +314,12 @@ class Supervisor:
             paths.append(str(path))
         return paths
 
-    def _store_outputs(self, claim: Claim, done: Done) -> list[dict[str, Any]]:
+    def _store_outputs(self, claim: Claim, done: Done) -> list[OutputRecord]:
         """Probe each encoded file, store it under its key, and describe it (runs in a thread)."""
         from wanflash.media.probe import probe_file
 
         spec = claim.spec
-        results: list[dict[str, Any]] = []
+        results: list[OutputRecord] = []
         for out in sorted(done.outputs, key=lambda o: o.index):
             path = Path(out.path)
             try:
@@ -335,25 +336,14 @@ class Supervisor:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 for r in results:  # all or nothing: no partial set of outputs stays behind
-                    self.storage.delete(r["key"])
+                    self.storage.delete(r.key)
                 raise JobFailed("storageFull", "The server ran out of disk space while storing the output; "
                                 "the task was not completed.") from exc
-            results.append({
-                "videoUUID": str(uuid.uuid4()),
-                "seed": out.seed,
-                "key": key,
-                "format": out.fmt,
-                "width": info.width,
-                "height": info.height,
-                "frames": info.frames,
-                "fps": info.fps,
-                "duration": info.duration,
-                "audio": info.audio_codec is not None,
-                "bytes": path.stat().st_size,
-            })
-            if "promptExtend" in done.info:
-                results[-1]["promptExtend"] = done.info["promptExtend"]
-            safety = done.info.get("safety")
-            if isinstance(safety, dict) and out.index < len(safety.get("results", [])):
-                results[-1]["NSFWContent"] = bool(safety["results"][out.index]["NSFWContent"])
+            checked = done.safety.results if done.safety is not None else []
+            results.append(OutputRecord(
+                video_uuid=str(uuid.uuid4()), seed=out.seed, key=key, format=out.fmt,
+                width=info.width, height=info.height, frames=info.frames, fps=info.fps, duration=info.duration,
+                audio=info.audio_codec is not None, size_bytes=path.stat().st_size,
+                prompt_extend=done.prompt_extend,
+                nsfw_content=checked[out.index].nsfw_content if out.index < len(checked) else None))
         return results
