@@ -4,6 +4,7 @@ records what its process was given.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,12 +43,12 @@ def test_each_slot_gets_its_own_metrics_port() -> None:
 
 def test_one_slot_per_gpu_with_its_device_and_restart(pg_server: PgServer, tmp_path: Path) -> None:
     env = {**os.environ, "WANFLASH_DATABASE_URL": pg_server.create_database(), "WANFLASH_DATA_DIR": str(tmp_path),
-           "WANFLASH_EXECUTOR": "inprocess"}
+           "WANFLASH_EXECUTOR": "inprocess", "WANFLASH_LOG_JSON": "1"}
     assert subprocess.run([sys.executable, "-m", "wanflash.cli", "migrate"], cwd=ROOT, env=env,
                           capture_output=True).returncode == 0
+    log = (tmp_path / "stderr.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "wanflash.cli", "worker", "--gpus", "3,5", "--pipeline-factory",
-                             "tests.worker.fixture_pipelines:slot_probe"], cwd=ROOT, env=env,
-                            stderr=subprocess.DEVNULL)
+                             "tests.worker.fixture_pipelines:slot_probe"], cwd=ROOT, env=env, stderr=log)
     d = tmp_path / "slots"
     try:
         deadline = time.monotonic() + 30
@@ -65,3 +66,10 @@ def test_one_slot_per_gpu_with_its_device_and_restart(pg_server: PgServer, tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+        log.close()
+    # WANFLASH_LOG_JSON holds in the parent and in every slot: one JSON object per line, labelled.
+    lines = (tmp_path / "stderr.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert any(r["process"] == "worker" and "worker slot 5" in r["message"] and "restarting" in r["message"]
+               for r in records), records
+    assert {"slot 3", "slot 5"} <= {r["process"] for r in records}, records

@@ -7,11 +7,15 @@ The command is a small parent that owns no GPU. For each slot (one GPU of ``--gp
 :class:`~wanflash.jobs.postgres.PostgresJobSource`: claim, heartbeat, run on the executor,
 store outputs, complete (webhook outbox rows are rendered here, delivered by ``wanflash api``).
 
-* A child that dies is restarted (after a short back-off); the task it held is recovered by the
-  other workers (procrastinate's stalled-job retry, or the task's lease) and re-run.
+* A child that dies is restarted by the one process supervisor (:mod:`wanflash.worker.processes`:
+  after 2 s, doubling to 30 s while it keeps dying); the task it held is recovered by the other
+  workers (procrastinate's stalled-job retry, or the task's lease) and re-run.
 * SIGTERM/SIGINT on the parent stop the children gracefully: each stops its supervisor and
   closes its job source, which voids its leases so another worker re-queues those tasks at once.
-* A child whose parent disappears (killed with SIGKILL) stops itself the same way.
+* A child whose parent disappears (killed with SIGKILL) stops itself the same way
+  (:func:`~wanflash.worker.bootstrap.watch_parent`).
+* Every process logs through :func:`~wanflash.worker.bootstrap.bootstrap_process`, so
+  ``WANFLASH_LOG_JSON`` holds in the parent and the slots alike.
 * The settings reach the children whole, as JSON on stdin (never in argv, which ``ps`` shows).
 
 ``--group-size k > 1`` hands over to :func:`wanflash.worker.group.run_group` (multi-GPU worker
@@ -22,15 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from wanflash.worker.bootstrap import bootstrap_process, watch_parent
+from wanflash.worker.processes import PopenProc, ProcessSet, RestartPolicy, supervise
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,7 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wanflash.worker")
 
-RESTART_BACKOFF_S = 2.0
+SLOT_RESTARTS = RestartPolicy(base=2.0, cap=30.0)
+SLOT_STOP_GRACE_S = 60.0  # a slot finishing its job on SIGTERM gets this long before SIGKILL
 
 
 def parse_gpus(spec: str | None) -> list[str]:
@@ -72,7 +79,7 @@ def parse_gpus(spec: str | None) -> list[str]:
 def run_worker(settings: "Settings", *, gpus: list[str], group_size: int = 1,
                pipeline_factory: str | None = None) -> int:
     """Run worker slots until SIGTERM/SIGINT; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bootstrap_process(settings, label="worker")
     if not settings.database_url:
         print("wanflash worker needs WANFLASH_DATABASE_URL (PostgreSQL); `wanflash serve` runs the embedded "
               "all-in-one mode instead.", file=sys.stderr)
@@ -92,14 +99,15 @@ def run_worker(settings: "Settings", *, gpus: list[str], group_size: int = 1,
 
 
 class _Parent:
+    """One :class:`ProcessSet` of one slot process per GPU, supervised until SIGTERM/SIGINT."""
+
     def __init__(self, settings: "Settings", gpus: list[str], pipeline_factory: str | None) -> None:
         self.settings = settings
         self.gpus = gpus
         self.pipeline_factory = pipeline_factory
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.stopping = False
+        self.stop = threading.Event()
 
-    def _spawn(self, gpu: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, gpu: str) -> list[PopenProc]:
         from wanflash.config import child_environment
 
         settings = for_slot(self.settings, self.gpus.index(gpu))
@@ -114,38 +122,14 @@ class _Parent:
         proc.stdin.write(settings.model_dump_json().encode())
         proc.stdin.close()
         log.info("worker slot %s: pid %d", gpu, proc.pid)
-        return proc
-
-    def _stop(self, signum: int, frame: object) -> None:
-        self.stopping = True
-        for p in self.children.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        return [PopenProc(proc)]
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        for g in self.gpus:
-            self.children[g] = self._spawn(g)
-        restart_at: dict[str, float] = {}
-        while not self.stopping:
-            time.sleep(0.2)
-            for g, p in list(self.children.items()):
-                if p.poll() is None or self.stopping:
-                    continue
-                if g not in restart_at:
-                    log.warning("worker slot %s exited with %s; restarting in %.0f s", g, p.returncode,
-                                RESTART_BACKOFF_S)
-                    restart_at[g] = time.monotonic() + RESTART_BACKOFF_S
-                elif time.monotonic() >= restart_at[g]:
-                    del restart_at[g]
-                    self.children[g] = self._spawn(g)
-        deadline = time.monotonic() + 60
-        for p in self.children.values():
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        slots = [ProcessSet(f"worker slot {g}", lambda g=g: self._spawn(g), SLOT_RESTARTS,
+                            grace_seconds=SLOT_STOP_GRACE_S) for g in self.gpus]
+        supervise(slots, self.stop, poll_seconds=0.2)
         return 0
 
 
@@ -201,22 +185,13 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-    async def orphan_watch() -> None:
-        while parent_pid is not None and os.getppid() == parent_pid:
-            await asyncio.sleep(1.0)
-        if parent_pid is not None:
-            log.warning("parent %d is gone; stopping", parent_pid)
-            stop.set()
-
-    watch = asyncio.create_task(orphan_watch())
+    if parent_pid is not None:
+        # Orphaned (the parent was SIGKILLed): stop gracefully, as on SIGTERM, voiding our leases.
+        watch_parent(parent_pid, lambda: loop.call_soon_threadsafe(stop.set))
     supervisor.start()
     try:
         await stop.wait()
     finally:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
         await supervisor.stop()
         stop_metrics()
         await asyncio.to_thread(source.close)
@@ -230,9 +205,8 @@ def _child_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, default=None)
     ap.add_argument("--pipeline-factory", default=None)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s slot {args.slot} %(levelname)s %(name)s: %(message)s")
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
+    bootstrap_process(settings, label=f"slot {args.slot}")
     asyncio.run(serve_jobs(settings, pipeline_factory=args.pipeline_factory, parent_pid=args.parent))
     return 0
 

@@ -2,9 +2,11 @@
 
 * ``subprocess`` (default): one child made with the multiprocessing *spawn* context (no
   inherited CUDA or event-loop state). It builds the :class:`~wanflash.worker.render.Renderer`
-  from a picklable pipeline factory once, and serves jobs over a pipe (:mod:`wanflash.worker.protocol`). If the child dies the
-  running job raises :class:`ExecutorDead` (the supervisor re-queues it) and a fresh child is
-  started for the next job.
+  from a picklable pipeline factory once, and serves jobs over a pipe (:mod:`wanflash.worker.protocol`).
+  If the child dies the running job raises :class:`ExecutorDead` (the supervisor re-queues it)
+  and a fresh child is started for the next job, with the one process supervisor's backoff
+  (:class:`~wanflash.worker.processes.Restarts`: at once, then 1 s doubling to 30 s while
+  children keep dying young).
 * ``inprocess``: the :class:`~wanflash.worker.render.Renderer` lives in this process and jobs run
   in a worker thread. For tests and debugging; a crash in the pipeline takes the server down with it.
 
@@ -42,6 +44,7 @@ from wanflash.worker.protocol import (
     Shutdown,
     ToChild,
 )
+from wanflash.worker.processes import RestartPolicy, Restarts
 from wanflash.worker.render import DEFAULT_FACTORY, PipelineFactory, Renderer
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_FACTORY", "Executor", "InProcessExecutor", "SubprocessExecutor", "create_executor",
            "fake_pipeline"]
 
+EXECUTOR_RESTARTS = RestartPolicy(base=1.0, cap=30.0, free=1)
 OnProgress = Callable[[Progress], None]
 OnLoaded = Callable[[float], None]
 
@@ -249,7 +253,7 @@ class SubprocessExecutor:
         self._child: _Child | None = None
         self._lock = asyncio.Lock()
         self._current: str | None = None
-        self.restarts = 0
+        self._restarts = Restarts(EXECUTOR_RESTARTS)
         self.on_loaded: OnLoaded | None = None
 
     @property
@@ -264,12 +268,17 @@ class SubprocessExecutor:
         return ExecutorState.READY if child.process.is_alive() else ExecutorState.DEAD
 
     @property
+    def restarts(self) -> int:
+        return self._restarts.count
+
+    @property
     def pid(self) -> int | None:
         return self._child.process.pid if self._child else None
 
     def start(self) -> None:
         if self._child is None:
             self._child = _Child(self._settings, self._factory, asyncio.get_running_loop(), self._loaded)
+            self._restarts.started()
 
     def _loaded(self, ready: Ready) -> None:
         if self.on_loaded is not None:
@@ -326,8 +335,10 @@ class SubprocessExecutor:
         old, self._child = self._child, None
         if old is not None:
             await asyncio.to_thread(old.kill)
-        self.restarts += 1
-        log.warning("restarting the executor process (restart #%d)", self.restarts)
+        delay = self._restarts.exited()
+        log.warning("restarting the executor process in %.0f s (restart #%d)", delay, self.restarts)
+        if delay:
+            await asyncio.sleep(delay)
         self.start()
 
     async def restart(self) -> None:

@@ -28,7 +28,8 @@ ranks use gloo, for tests):
   failure only when that meeting succeeds, so an error caused by a dead peer never fails a task.
 
 A rank that dies takes its group down: a leader whose collective fails exits at once, the parent
-notices any exited rank, kills the others and starts the group again (backoff 1 s doubling to 30 s when it keeps dying); the running job's lease expires
+notices any exited rank, kills the others and starts the group again (the one process supervisor,
+:mod:`wanflash.worker.processes`: backoff 1 s doubling to 30 s when it keeps dying); the running job's lease expires
 and it is retried up to ``max_attempts``, as for a lost single-GPU worker. A job past
 ``job_deadline_seconds`` cannot be interrupted inside a collective, so the leader exits
 (:data:`RESTART_EXIT`) and the group restarts the same way.
@@ -43,12 +44,12 @@ import os
 import signal
 import socket
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled
 from wanflash.worker.bootstrap import bootstrap_process
 from wanflash.worker.executor import OnProgress, outcome
+from wanflash.worker.processes import ProcessSet, RestartPolicy, supervise
 from wanflash.worker.protocol import Done, ExecutorState, Progress, RunJob
 from wanflash.worker.render import DEFAULT_FACTORY, Plan, Renderer, guarded, resolve_factory
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "wanflash.worker.group:default_source"
 RESTART_EXIT = 75  # the leader gave up on a stuck job: restart the whole group
+GROUP_RESTARTS = RestartPolicy(base=1.0, cap=30.0)
 # An idle group waits inside a broadcast for the next job, so collectives must not time out on
 # their own; dead ranks are found by the parent, stuck jobs by job_deadline_seconds.
 COLLECTIVE_TIMEOUT_S = 7 * 86400
@@ -238,75 +240,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class GroupRunner:
-    """The k rank processes of one group; :meth:`check` restarts them all when any has exited."""
+class GroupRunner(ProcessSet):
+    """The k rank processes of one group, restarted all together when any has exited
+    (:class:`~wanflash.worker.processes.ProcessSet`: backoff 1 s doubling to 30 s)."""
 
     def __init__(self, settings: "Settings", gpus: list[str], *, factory: str = DEFAULT_FACTORY,
                  job_source: str = DEFAULT_SOURCE) -> None:
+        super().__init__(f"worker group {','.join(gpus)}", self._spawn_ranks, GROUP_RESTARTS)
         self.settings = settings
         self.gpus = list(gpus)
         self.factory = factory
         self.job_source = job_source
-        self.procs: list[Any] = []
-        self.restarts = 0
-        self._started = 0.0
-        self._failures = 0  # consecutive short-lived runs: drives the backoff
-        self._next_start: float | None = None
 
-    def start(self) -> None:
+    def _spawn_ranks(self) -> list[Any]:
         ctx = mp.get_context("spawn")
-        init = f"tcp://127.0.0.1:{_free_port()}"
+        init = f"tcp://127.0.0.1:{_free_port()}"  # a fresh rendezvous for every (re)start
         k = len(self.gpus)
-        self.procs = [ctx.Process(target=rank_main, name=f"wanflash-rank{r}",
-                                  args=(self.settings, r, k, init, self.gpus[r], self.factory, self.job_source))
-                      for r in range(k)]
-        for p in self.procs:
+        procs = [ctx.Process(target=rank_main, name=f"wanflash-rank{r}",
+                             args=(self.settings, r, k, init, self.gpus[r], self.factory, self.job_source))
+                 for r in range(k)]
+        for p in procs:
             p.start()
-        self._started = time.monotonic()
-        self._next_start = None
-
-    def check(self) -> bool:
-        """Restart the group if a rank exited (after the backoff). True when it was restarted now."""
-        if self._next_start is not None:
-            if time.monotonic() < self._next_start:
-                return False
-            self.start()
-            return True
-        dead = [p for p in self.procs if not p.is_alive()]
-        if not dead:
-            return False
-        codes = {p.name: p.exitcode for p in dead}
-        self.kill()
-        self.restarts += 1
-        self._failures = self._failures + 1 if time.monotonic() - self._started < 60 else 1
-        delay = min(30.0, 2.0 ** (self._failures - 1))
-        log.warning("worker group %s: rank(s) exited %s; restarting all %d ranks in %.0f s (restart #%d)",
-                    ",".join(self.gpus), codes, len(self.gpus), delay, self.restarts)
-        self._next_start = time.monotonic() + delay
-        return self.check()
-
-    def kill(self, timeout: float = 5.0) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self.procs:
-            p.join(timeout)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout)
-
-
-def supervise(runners: list[GroupRunner], stop: threading.Event, poll_seconds: float = 0.5) -> None:
-    """Start the groups and keep them running until ``stop`` is set; then stop every rank."""
-    try:
-        for r in runners:
-            r.start()
-        while not stop.wait(poll_seconds):
-            for r in runners:
-                r.check()
-    finally:
-        for r in runners:
-            r.kill()
+        return procs
 
 
 def run_group(settings: "Settings", gpus: list[str], group_size: int, *, factory: str | None = None,
