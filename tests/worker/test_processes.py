@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from tests.observability.test_logs import root_logging  # noqa: F401  (fixture)
 from wanflash.config import Settings
 from wanflash.worker.bootstrap import bootstrap_process
 from wanflash.worker.processes import PopenProc, ProcessSet, RestartPolicy, Restarts, supervise
@@ -89,11 +88,20 @@ def test_stop_sends_sigterm_then_sigkill_after_the_grace_period() -> None:
     assert procs[0].exitcode == -9 and 0.4 < time.monotonic() - t0 < 10  # killed after the grace period
 
 
-def test_bootstrap_honours_log_json(root_logging: None) -> None:
-    bootstrap_process(Settings(log_json=True), label="slot 3")
-    out = io.StringIO()
-    logging.getLogger().handlers[0].setStream(out)  # type: ignore[attr-defined]
-    logging.getLogger("wanflash.worker").info("hello")
-    line = json.loads(out.getvalue())
-    assert (line["message"], line["process"], line["logger"]) == ("hello", "slot 3", "wanflash.worker")
-    logging.captureWarnings(False)
+def test_bootstrap_honours_log_json() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        bootstrap_process(Settings(log_json=True), label="slot 3")
+        out = io.StringIO()
+        root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+        logging.getLogger("wanflash.worker").info("hello")
+        line = json.loads(out.getvalue())
+        assert (line["message"], line["process"], line["logger"]) == ("hello", "slot 3", "wanflash.worker")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
+        logging.captureWarnings(False)

@@ -141,8 +141,7 @@ def solid_pipeline(settings: Settings) -> SolidPipeline:
 
 def test_cli_renders_prompt_extension_multishot_and_safety(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    import wanflash.pipelines.prompt_extend as prompt_extend
-    import wanflash.pipelines.safety as safety
+    from wanflash.pipelines import prompt_extend, safety
 
     # The CLI builds its renderer from settings like a worker: the configured extender and detector.
     monkeypatch.setenv("WANFLASH_SAFETY_DETECTOR", "classifier")

@@ -108,6 +108,11 @@ class PromptExtension(BaseModel):
     note: str | None = None
 
 
+def _stored_as(key: str, *default: Any) -> Any:
+    """A field read and written under ``key`` in the stored JSON, built by its Python name."""
+    return Field(*default, validation_alias=key, serialization_alias=key)
+
+
 class OutputRecord(BaseModel):
     """One stored result of a succeeded task: what the worker writes and ``getResponse``/webhooks read.
 
@@ -119,7 +124,7 @@ class OutputRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    video_uuid: str = Field(alias="videoUUID")
+    video_uuid: str = _stored_as("videoUUID")
     seed: int
     key: str  # storage key of the encoded file, outputs/{taskUUID}/{i}.{ext}
     format: OutputFormat
@@ -129,9 +134,9 @@ class OutputRecord(BaseModel):
     fps: float
     duration: float
     audio: bool  # the file has an audio stream
-    size_bytes: int = Field(alias="bytes")
-    prompt_extend: PromptExtension | None = Field(default=None, alias="promptExtend")
-    nsfw_content: bool | None = Field(default=None, alias="NSFWContent")
+    size_bytes: int = _stored_as("bytes")
+    prompt_extend: PromptExtension | None = _stored_as("promptExtend", None)
+    nsfw_content: bool | None = _stored_as("NSFWContent", None)
 
     def stored(self) -> dict[str, Any]:
         """The JSON object stored for this result (absent optional keys are left out, as before)."""

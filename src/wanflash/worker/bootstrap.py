@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def bootstrap_process(settings: "Settings", *, label: str | None = None, parent_pid: int | None = None,
-                      on_orphaned: Callable[[], None] | None = None) -> None:
+def bootstrap_process(settings: Settings, *, label: str | None = None, parent_pid: int | None = None,
+                      on_orphaned: Callable[[], object] | None = None) -> None:
     """Configure logging for this process; with ``parent_pid``, act when that parent is gone."""
     configure_logging(json_lines=settings.log_json, process_label=label)
     if parent_pid is not None:

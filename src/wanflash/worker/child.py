@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def child_main(conn: Connection, factory: PipelineFactory | str, settings: "Settings") -> None:
+def child_main(conn: Connection, factory: PipelineFactory | str, settings: Settings) -> None:
     """Entry point of the executor child (multiprocessing spawn)."""
     # Exit at once when the parent dies, even mid-render or mid-load: the pipe's EOF is only seen
     # between jobs, and a child left rendering would hold the GPU beside the restarted service's.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -127,7 +128,7 @@ class _Parent:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
-        slots = [ProcessSet(f"worker slot {g}", lambda g=g: self._spawn(g), SLOT_RESTARTS,
+        slots = [ProcessSet(f"worker slot {g}", functools.partial(self._spawn, g), SLOT_RESTARTS,
                             grace_seconds=SLOT_STOP_GRACE_S) for g in self.gpus]
         supervise(slots, self.stop, poll_seconds=0.2)
         return 0

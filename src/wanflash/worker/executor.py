@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol, assert_never
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
 from wanflash.worker.child import child_main
+from wanflash.worker.processes import RestartPolicy, Restarts
 from wanflash.worker.protocol import (
     Cancel,
     Cancelled,
@@ -44,7 +45,6 @@ from wanflash.worker.protocol import (
     Shutdown,
     ToChild,
 )
-from wanflash.worker.processes import RestartPolicy, Restarts
 from wanflash.worker.render import DEFAULT_FACTORY, PipelineFactory, Renderer
 
 if TYPE_CHECKING:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import JobCancelled
 from wanflash.worker.bootstrap import bootstrap_process
-from wanflash.worker.executor import OnProgress, outcome
+from wanflash.worker.executor import OnLoaded, OnProgress, outcome
 from wanflash.worker.processes import ProcessSet, RestartPolicy, supervise
 from wanflash.worker.protocol import Done, ExecutorState, Progress, RunJob
 from wanflash.worker.render import DEFAULT_FACTORY, Plan, Renderer, guarded, resolve_factory
@@ -84,6 +84,7 @@ class LeaderExecutor:
 
     name = "group"
     state = ExecutorState.READY  # the pipeline is loaded before the supervisor starts
+    on_loaded: OnLoaded | None = None  # loaded before the supervisor starts: never called
 
     def __init__(self, comm: "GroupComm", renderer: Renderer) -> None:
         self.comm = comm
@@ -157,7 +158,7 @@ async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, sou
 
     store = resolve_factory(source)(settings)  # type: ignore[arg-type]
     executor = LeaderExecutor(comm, renderer)
-    metrics, _ = worker_metrics(settings, executor)  # type: ignore[arg-type]  (served until the process ends)
+    metrics, _ = worker_metrics(settings, executor)  # served until the process ends
     supervisor = Supervisor(settings, store, worker_media(settings, store), executor,  # type: ignore[arg-type]
                             release_orphans=False, metrics=metrics)
     supervisor.start()

@@ -83,7 +83,7 @@ class Proc(Protocol):
 class PopenProc:
     """A ``subprocess.Popen`` seen as a :class:`Proc`."""
 
-    def __init__(self, popen: "subprocess.Popen[bytes]") -> None:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
 
     @property

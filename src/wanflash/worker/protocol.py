@@ -85,9 +85,9 @@ class SafetyResult(_Message):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    nsfw_content: bool = Field(alias="NSFWContent")
-    frames_checked: int = Field(alias="framesChecked")
-    flagged_frames: list[int] = Field(alias="flaggedFrames")
+    nsfw_content: bool = Field(validation_alias="NSFWContent")
+    frames_checked: int = Field(validation_alias="framesChecked")
+    flagged_frames: list[int] = Field(validation_alias="flaggedFrames")
 
 
 class SafetyReport(_Message):

@@ -89,7 +89,7 @@ class Plan:
     task_uuid: str
     spec: JobSpec
     image: Any = None  # PIL.Image.Image | None
-    shots: "list[Shot] | None" = None
+    shots: list[Shot] | None = None
     audio_path: str | None = None
 
 
@@ -99,8 +99,8 @@ class Prepared:
     job's content check (the input image already checked)."""
 
     plan: Plan
-    extension: "ExtendResult | None"
-    safety: "SafetyRun"
+    extension: ExtendResult | None
+    safety: SafetyRun
 
 
 class Stage(Protocol):
@@ -110,7 +110,7 @@ class Stage(Protocol):
 
     def accepts(self, plan: Plan) -> bool: ...
 
-    def run(self, pipeline: "VideoPipeline", plan: Plan, on_step: OnStep) -> "GenerationResult": ...
+    def run(self, pipeline: VideoPipeline, plan: Plan, on_step: OnStep) -> GenerationResult: ...
 
 
 class MultiShotStage:
@@ -121,7 +121,7 @@ class MultiShotStage:
     def accepts(self, plan: Plan) -> bool:
         return bool(plan.shots)
 
-    def run(self, pipeline: "VideoPipeline", plan: Plan, on_step: OnStep) -> "GenerationResult":
+    def run(self, pipeline: VideoPipeline, plan: Plan, on_step: OnStep) -> GenerationResult:
         from wanflash.pipelines.multishot import render_shots
 
         return render_shots(pipeline, plan.spec, plan.shots or [], on_step, image=plan.image)
@@ -135,7 +135,7 @@ class SingleShotStage:
     def accepts(self, plan: Plan) -> bool:
         return True
 
-    def run(self, pipeline: "VideoPipeline", plan: Plan, on_step: OnStep) -> "GenerationResult":
+    def run(self, pipeline: VideoPipeline, plan: Plan, on_step: OnStep) -> GenerationResult:
         return pipeline.generate(plan.spec, on_step, image=plan.image)
 
 
@@ -148,16 +148,16 @@ DEFAULT_STAGES: tuple[Stage, ...] = (MultiShotStage(), SingleShotStage())
 class Renderer:
     """The pipeline, prompt extender and content checker of one process, and the job pipeline over them."""
 
-    def __init__(self, pipeline: "VideoPipeline", extender: "PromptExtender | None" = None,
-                 checker: "ContentChecker | None" = None, stages: Sequence[Stage] = DEFAULT_STAGES) -> None:
+    def __init__(self, pipeline: VideoPipeline, extender: PromptExtender | None = None,
+                 checker: ContentChecker | None = None, stages: Sequence[Stage] = DEFAULT_STAGES) -> None:
         self.pipeline = pipeline
         self.extender = extender
         self.checker = checker
         self.stages = tuple(stages)
 
     @classmethod
-    def from_settings(cls, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY, *,
-                      generate_only: bool = False) -> "Renderer":
+    def from_settings(cls, settings: Settings, factory: PipelineFactory | str = DEFAULT_FACTORY, *,
+                      generate_only: bool = False) -> Renderer:
         """Build and load the pipeline from ``factory``, and the configured prompt extender and content
         checker (``generate_only``: neither, for a group follower, which only generates)."""
         pipeline = resolve_factory(factory)(settings)
@@ -192,12 +192,12 @@ class Renderer:
         plan = Plan(job.task_uuid, spec, image, _shot_plan(spec, ext), job.audio_path)
         return Prepared(plan, ext, safety)
 
-    def generate(self, plan: Plan, on_step: OnStep) -> "GenerationResult":
+    def generate(self, plan: Plan, on_step: OnStep) -> GenerationResult:
         """The videos of ``plan``, from the first stage that accepts it."""
         stage = next(s for s in self.stages if s.accepts(plan))
         return stage.run(self.pipeline, plan, on_step)
 
-    def finish(self, job: RunJob, prepared: Prepared, result: "GenerationResult", on_step: OnStep) -> Done:
+    def finish(self, job: RunJob, prepared: Prepared, result: GenerationResult, on_step: OnStep) -> Done:
         """Check the results (raises when withheld), encode them into ``job.out_dir`` with their
         soundtrack, and describe them."""
         from wanflash.media.encode import SUFFIXES, encode_video
@@ -239,7 +239,7 @@ class Renderer:
 
     # -- helpers
 
-    def _extend_prompt(self, spec: JobSpec, image: Any) -> "tuple[JobSpec, ExtendResult | None]":
+    def _extend_prompt(self, spec: JobSpec, image: Any) -> tuple[JobSpec, ExtendResult | None]:
         """The spec to generate from, and what the extender did (None when promptExtend is off)."""
         if not spec.prompt_extend or self.extender is None:
             return spec, None
@@ -256,7 +256,7 @@ class Renderer:
         return GpuMemory.model_validate(stats) if stats else None
 
 
-def _shot_plan(spec: JobSpec, ext: "ExtendResult | None") -> "list[Shot] | None":
+def _shot_plan(spec: JobSpec, ext: ExtendResult | None) -> list[Shot] | None:
     """The multi-shot plan to render, or None for one continuous shot. ``multi`` without an
     extender (promptExtend off upstream) gets the deterministic plan the passthrough extender gives."""
     if spec.shot_type != "multi":
@@ -288,7 +288,7 @@ def guarded(job: RunJob, work: Callable[[], Done]) -> Outcome:
         return Failed(task_uuid=job.task_uuid, code=code, message=f"{name}: {exc}")
 
 
-def decode_audio(path: str) -> "AudioTrack":
+def decode_audio(path: str) -> AudioTrack:
     """The whole track as float32 (channels, samples) at its native rate."""
     import av
     import numpy as np
