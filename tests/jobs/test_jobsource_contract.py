@@ -334,7 +334,7 @@ def test_tasks_and_uploads_carry_their_owner(adapter: Adapter) -> None:
     # The owner survives the worker's writes (claim, complete) and appears in the retention listing.
     c = b.claim("w", 30)
     assert c is not None
-    b.complete(c.task_uuid, c.attempt, [{"videoUUID": "v", "key": "k", "seed": 1}])
+    b.complete(c.task_uuid, c.attempt, [output("v", key="k", seed=1)])
     assert (a.get(c.task_uuid) or pytest.fail("missing")).owner == (None if c.task_uuid == anon.task_uuid
                                                                      else "digest-a")
     assert [u.owner for u in a.uploads_due(10**12)] == ["digest-a", None]
