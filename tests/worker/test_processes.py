@@ -79,7 +79,9 @@ def test_stop_sends_sigterm_then_sigkill_after_the_grace_period() -> None:
     sets = [ProcessSet("stubborn", spawn, grace_seconds=0.5)]
     t = threading.Thread(target=supervise, args=(sets, stop, 0.05))
     t.start()
+    deadline = time.monotonic() + 20
     while not procs:
+        assert time.monotonic() < deadline and t.is_alive(), "the set never started"
         time.sleep(0.05)
     t0 = time.monotonic()
     stop.set()
