@@ -44,7 +44,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(profile=args.profile, data_dir=args.data_dir or tmp)
-        recipe = RECIPES[get_profile(settings.profile).audio_recipe]
+        recipe = RECIPES["tiny" if get_profile(settings.profile).audio_loader == "tiny" else "distilled"]
         stage = LTX2AudioStage(settings, audio_weights_root(settings), recipe)
         t0 = time.perf_counter()
         stage.load()

@@ -54,14 +54,21 @@ class Settings(BaseSettings):
     executor: Literal["subprocess", "inprocess"] = "subprocess"
     batch_results: bool = True  # run numberResults as one batch where memory allows
 
-    # -- native audio (providerSettings.alibaba.audio): see wanflash.pipelines.audio.
-    # "ltx2": video-to-audio with LTX-2 after the video (tiny: a random tiny LTX-2 built offline;
-    # real profiles: diffusers-format LTX-2 weights in audio_weights_dir). "none": no audio model;
-    # requests that would need generated sound are refused at the API (an input track still works).
-    audio_model: Literal["ltx2", "none"] = "ltx2"
-    audio_weights_dir: Path | None = Field(default=None, description="diffusers-format LTX-2 (Lightricks/LTX-2)")
-    audio_steps: int | None = Field(default=None, ge=1, description="denoising steps; default 30 (tiny: 2)")
-    audio_cpu_offload: Literal["none", "model"] = "model"  # on CUDA; shares the GPU with the video model
+    # -- native audio (providerSettings.alibaba.audio): see wanflash.pipelines.audio and README "Audio".
+    # One backend, chosen here; tiny profile: its random twin built offline; real profiles: its
+    # diffusers-format weights in audio_weights_dir (never fetched).
+    # "ace-step" (default): ACE-Step 1.5 turbo, MIT: music from the prompt, does not see the picture.
+    # "ltx2": LTX-2 video-to-audio, follows the picture; LTX-2 Community License (revenue cap, no
+    # competing service): read it before enabling. "none": no audio model; requests that would need
+    # generated sound are refused at the API (an input track still works).
+    audio_model: Literal["ace-step", "ltx2", "none"] = "ace-step"
+    audio_weights_dir: Path | None = Field(default=None, description="diffusers-format weights of audio_model")
+    audio_steps: int | None = Field(default=None, ge=1,
+                                    description="denoising steps; default: the backend's (ace-step 8, ltx2 dev 30)")
+    # ltx2 only: "distilled" (8 fixed sigmas, no guidance; needs distilled weights) or "dev" (30 guided steps).
+    audio_ltx2_variant: Literal["distilled", "dev"] = "distilled"
+    # On CUDA: "auto" = the backend's plan (ace-step: resident; ltx2: group, which fits a 24 GB GPU).
+    audio_cpu_offload: Literal["auto", "none", "model", "group"] = "auto"
 
     # -- jobs
     # PostgreSQL URL for distributed mode (`wanflash api|worker|migrate`); unset = the embedded SQLite file.

@@ -207,19 +207,24 @@ def check_loras(settings: "Settings", root: Path, has_t2v: bool) -> list[Check]:
 
 
 def check_audio_weights(settings: "Settings") -> list[Check]:
-    """Native audio (LTX-2) on a real profile: the service refuses to start without its weights."""
+    """Native audio on a real profile: which backend, under which licence, hearing what; the service
+    refuses to start without the backend's weights."""
+    from wanflash.pipelines.audio import BACKENDS
     from wanflash.pipelines.registry import WeightsNotFound, audio_weights_root
 
     if settings.audio_model == "none":
         return [Check("audio weights", "ok", "WANFLASH_AUDIO_MODEL=none: requests that want generated "
                       "audio are refused with unsupportedAudio")]
+    info = BACKENDS[settings.audio_model]
     try:
         root = audio_weights_root(settings)
     except WeightsNotFound as exc:
         return [Check("audio weights", "fail", str(exc),
-                      "download diffusers-format Lightricks/LTX-2 and set WANFLASH_AUDIO_WEIGHTS_DIR, "
+                      f"download the {info.weights} and set WANFLASH_AUDIO_WEIGHTS_DIR, "
                       "or set WANFLASH_AUDIO_MODEL=none (README: Audio)")]
-    return [Check("audio weights", "ok", f"LTX-2 at {root}")]
+    hears = "the picture and the prompt" if info.conditioning == "video+prompt" else "the prompt only, not the picture"
+    return [Check("audio weights", "ok", f"WANFLASH_AUDIO_MODEL={settings.audio_model} at {root}; "
+                  f"hears {hears}; licence: {info.licence}")]
 
 
 def check_codecs() -> list[Check]:

@@ -1,90 +1,95 @@
-"""Native audio: a video-to-audio stage that runs LTX-2 (diffusers ``LTX2ConditionPipeline``) after the video.
+"""Native audio: one interface for every audio backend, and the stage that runs it after the video.
 
-LTX-2 is a joint audio+video diffusion transformer: its audio tokens attend to its video tokens
-in every block. Here it *listens to a finished video*: the whole Wan clip is passed as one
-``LTX2VideoCondition`` at latent index 0 with strength 1.0, which sets the conditioning mask to 1
-on every video token, so the video tokens stay the clean VAE encoding of our frames (timestep 0,
-never stepped) while the audio tokens are denoised from noise under the prompt. The soundtrack
-is therefore conditioned on the prompt *and* on the picture, frame by frame, through the model's
-own audio-video cross-attention. Nothing of LTX-2 is re-implemented; this module only prepares
-the frames and cuts the waveform.
+A backend (:class:`AudioBackend`) turns one finished clip into one waveform. Which backend runs is
+``WANFLASH_AUDIO_MODEL`` (:data:`BACKENDS`; ``none``: no audio model); each has a tiny random-weight
+twin built offline, so the ``tiny`` profile and the tests run the same code path on a CPU:
 
-Guarantees of :meth:`LTX2AudioStage.generate`:
+* ``ace-step`` (default): ACE-Step 1.5 turbo through diffusers ``AceStepPipeline``, MIT. Text-to-music:
+  it **follows the words, not the picture** (an instrumental bed for the prompt; no sound effects
+  synchronised to what happens on screen, no speech). See :mod:`wanflash.pipelines.audio_acestep`.
+* ``ltx2`` (opt-in, LTX-2 Community License): video-to-audio with LTX-2 held on the finished frames,
+  so the sound follows the picture and the prompt. See :mod:`wanflash.pipelines.audio_ltx2`.
 
-* one :class:`AudioTrack` per video, float32 ``(2, n)`` at the vocoder's rate (24 kHz for LTX-2,
-  16 kHz for the tiny model) with ``n = round(frames / fps * rate)``: exactly as long as the
-  video (the encoder resamples to 48 kHz and muxes AAC or Opus);
-* a track depends only on its video, the prompt and its result's seed (noise from a CPU generator);
+Guarantees of :meth:`AudioVideoPipeline.generate` whatever the backend:
+
+* one :class:`AudioTrack` per video, float32 ``(channels, n)`` at the backend's rate with
+  ``n = round(frames / fps * rate)``: exactly as long as the video (the encoder resamples to 48 kHz);
+* a track depends only on its video, the prompt and its result's seed;
 * ``on_step(step, total, "audio")`` after every denoising step, ``total = steps x videos``; raising
-  from it (``JobCancelled``) stops the stage.
+  from it (``JobCancelled``) stops the stage;
+* the stage runs only when the spec asks for sound (``spec.audio``), no input track was supplied
+  (``spec.audio_key`` is None: that track is the soundtrack, muxed by the worker) and the video
+  pipeline made none itself.
 
-The video is shown to LTX-2 downscaled (at most ``recipe.max_area`` pixels, sides multiples of
-32), at its own fps (LTX-2 positions are in seconds), padded with copies of its last frame to the
-8k+1 frames its VAE needs and at least one frame past the end, so the audio never comes out short.
-
-:class:`AudioVideoPipeline` wraps any ``VideoPipeline``: the audio stage runs only when the spec
-asks for sound (``spec.audio``), no input track was supplied (``spec.audio_key`` is None: that
-track is the soundtrack, muxed by the worker) and the video pipeline made none itself.
+This module imports neither torch nor diffusers; the backends do, when they are created.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from diffusers import LTX2ConditionPipeline
-from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
-from diffusers.utils import logging as diffusers_logging
 
 from wanflash.pipelines.base import AudioTrack, GenerationResult, OnStep, VideoPipeline, no_progress
-from wanflash.pipelines.postprocess import fit_video
-from wanflash.pipelines.profiles import grid_size
-from wanflash.pipelines.wan import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
     from wanflash.jobs.model import JobSpec
 
 STAGE = "audio"
 
-# Every guidance term off: one transformer pass per step (the tiny model has nothing to guide).
-NO_GUIDANCE = {"guidance_scale": 1.0, "audio_guidance_scale": 1.0, "stg_scale": 0.0, "audio_stg_scale": 0.0,
-               "modality_scale": 1.0, "audio_modality_scale": 1.0}
-
 
 @dataclass(frozen=True)
-class AudioRecipe:
-    """How the stage calls one family of LTX-2 weights."""
+class BackendInfo:
+    """What an operator needs to know before choosing a backend (README *Audio*, ``doctor``)."""
 
-    name: str
-    steps: int
-    max_area: int  # the video is shown to LTX-2 at most this many pixels per frame
-    max_sequence_length: int  # prompt tokens
-    call: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments (guidance)
+    conditioning: str  # "prompt" (follows the words) or "video+prompt" (follows the picture too)
+    weights: str  # the diffusers-format directory WANFLASH_AUDIO_WEIGHTS_DIR must hold
+    licence: str
 
 
-RECIPES: dict[str, AudioRecipe] = {
-    "tiny": AudioRecipe("tiny-ltx2", steps=2, max_area=32 * 32, max_sequence_length=16, call=NO_GUIDANCE),
-    # The pipeline's own guidance defaults (CFG, STG, modality isolation) for the full LTX-2 model.
-    "ltx2": AudioRecipe("ltx2", steps=30, max_area=768 * 512, max_sequence_length=1024),
+BACKENDS: dict[str, BackendInfo] = {
+    "ace-step": BackendInfo(
+        "prompt", "diffusers-format ACE-Step 1.5 turbo (e.g. ACE-Step/acestep-v15-xl-turbo-diffusers)",
+        "MIT (ACE-Step 1.5: DiT, VAE); text encoder Qwen3-Embedding-0.6B, Apache-2.0"),
+    "ltx2": BackendInfo(
+        "video+prompt", "diffusers-format LTX-2 (distilled: e.g. diffusers/LTX-2.3-Distilled-Diffusers)",
+        "LTX-2 Community License Agreement (not open source: free commercial use only under a revenue "
+        "cap, and not in a service competing with Lightricks' offerings); Gemma-3 text encoder under "
+        "Google's Gemma terms"),
 }
+
+StepTick = Callable[[], None]
+
+
+class AudioBackend(Protocol):
+    """One audio model. ``load()`` once; then ``generate`` per clip, from any thread that owns it."""
+
+    name: str  # reported in result.info["audio"]["model"]
+    conditioning: str  # "prompt" or "video+prompt"
+
+    def load(self) -> None: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def generate(self, frames: np.ndarray, fps: float, prompt: str, negative_prompt: str, seconds: float,
+                 seed: int, on_step: StepTick) -> np.ndarray:
+        """A float32 ``(channels, m)`` waveform at ``sample_rate`` for ``frames`` ((F, H, W, 3) uint8 at
+        ``fps``, ``seconds`` long); ``m`` need not be exact (the stage cuts or pads). ``on_step()`` after
+        every denoising step (it may raise to cancel)."""
+        ...
 
 
 def wants_generated_audio(spec: JobSpec) -> bool:
     """True when the output needs a soundtrack that no input track provides."""
     return bool(spec.audio) and spec.audio_key is None
-
-
-def conditioning_frames(video: np.ndarray, temporal_ratio: int) -> np.ndarray:
-    """``video`` padded with copies of its last frame to ``temporal_ratio * k + 1`` frames, at least one more."""
-    n = video.shape[0] + 1
-    target = -(-(n - 1) // temporal_ratio) * temporal_ratio + 1
-    return np.concatenate([video, np.repeat(video[-1:], target - video.shape[0], axis=0)])
 
 
 def fit_samples(samples: np.ndarray, n: int) -> np.ndarray:
@@ -94,86 +99,56 @@ def fit_samples(samples: np.ndarray, n: int) -> np.ndarray:
     return np.pad(samples, ((0, 0), (0, n - samples.shape[1])))
 
 
-class LTX2AudioStage:
-    """Video-to-audio with LTX-2 held on the finished frames; see the module docstring."""
+def place_pipeline(pipe: Any, device: Any, mode: str) -> None:
+    """Put a diffusers pipeline on ``device``: ``none`` resident, ``model`` (each component on the GPU
+    only while it runs) or ``group`` (weights stay in CPU memory and stream in block by block, so no
+    component, the text encoder included, is ever resident: the plan for a 24 GB GPU). CPU: resident."""
+    import torch
 
-    def __init__(self, settings: Settings, root: Path, recipe: AudioRecipe) -> None:
-        self.settings = settings
-        self.root = Path(root)
-        self.recipe = recipe
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.pipe: LTX2ConditionPipeline | None = None
+    if device.type != "cuda" or mode == "none":
+        pipe.to(device)
+    elif mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "group":
+        from diffusers.hooks import apply_group_offloading
 
-    def load(self) -> None:
-        if self.pipe is not None:
-            return
-        diffusers_logging.disable_progress_bar()
-        from transformers.utils import logging as transformers_logging
+        for name, module in pipe.components.items():
+            if not isinstance(module, torch.nn.Module):
+                continue
+            block = name == "transformer"
+            apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                   offload_type="block_level" if block else "leaf_level", use_stream=True,
+                                   **({"num_blocks_per_group": 1} if block else {}))
+    else:
+        raise ValueError(f"unknown audio offload mode {mode!r}")
 
-        transformers_logging.disable_progress_bar()
-        if not (self.root / "model_index.json").is_file():
-            raise FileNotFoundError(f"no diffusers LTX-2 pipeline (model_index.json) in {self.root}")
-        pipe = LTX2ConditionPipeline.from_pretrained(self.root, dtype=self.dtype)
-        pipe.set_progress_bar_config(disable=True)
-        offload = self.settings.audio_cpu_offload if self.device.type == "cuda" else "none"
-        if offload == "model":
-            # Usually next to a Wan model on the same GPU: each part is on the GPU only while it runs.
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
-        self.pipe = pipe
 
-    @property
-    def steps(self) -> int:
-        return self.settings.audio_steps or self.recipe.steps
+def generate_tracks(backend: AudioBackend, spec: JobSpec, videos: list[np.ndarray], seeds: list[int],
+                    on_step: OnStep = no_progress) -> list[AudioTrack]:
+    """One track per video, exactly as long as it, with progress counted over all of them."""
+    total = backend.steps * len(videos)
+    done = 0
 
-    @property
-    def sample_rate(self) -> int:
-        if self.pipe is None:
-            raise RuntimeError("call load() before sample_rate")
-        return int(self.pipe.vocoder.config.output_sampling_rate)
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        on_step(done, total, STAGE)
 
-    def generate(self, spec: JobSpec, videos: list[np.ndarray], seeds: list[int],
-                 on_step: OnStep = no_progress) -> list[AudioTrack]:
-        if self.pipe is None:
-            raise RuntimeError("call load() before generate()")
-        pipe = self.pipe
-        steps = self.steps
-        total = steps * len(videos)
-        done = 0
-
-        def step(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            nonlocal done
-            done += 1
-            on_step(done, total, STAGE)
-            return kwargs
-
-        rate = self.sample_rate
-        tracks = []
-        for video, seed in zip(videos, seeds):
-            frames, height, width = video.shape[:3]
-            cw, ch = grid_size(width, height, grid=32, max_area=self.recipe.max_area)
-            # Downscale on the CPU first: the pipeline would otherwise move full-size float frames to the GPU.
-            cond = conditioning_frames(fit_video(video, cw, ch), pipe.vae_temporal_compression_ratio)
-            with torch.inference_mode():
-                out = pipe(
-                    conditions=[LTX2VideoCondition(frames=cond, index=0, strength=1.0)],
-                    prompt=spec.positive_prompt, negative_prompt=spec.negative_prompt or "",
-                    height=ch, width=cw, num_frames=cond.shape[0], frame_rate=float(spec.fps),
-                    num_inference_steps=steps, max_sequence_length=self.recipe.max_sequence_length,
-                    generator=torch.Generator("cpu").manual_seed(int(seed)),
-                    output_type="np", callback_on_step_end=step, **self.recipe.call,
-                )
-            wave = out.audio[0].float().cpu().numpy()
-            tracks.append(AudioTrack(samples=fit_samples(wave, int(round(frames / spec.fps * rate))), rate=rate))
-        return tracks
+    rate = backend.sample_rate
+    tracks = []
+    for video, seed in zip(videos, seeds):
+        seconds = video.shape[0] / spec.fps
+        wave = backend.generate(video, float(spec.fps), spec.positive_prompt, spec.negative_prompt or "",
+                                seconds, int(seed), tick)
+        samples = fit_samples(np.asarray(wave, dtype=np.float32), int(round(seconds * rate)))
+        tracks.append(AudioTrack(samples=samples, rate=rate))
+    return tracks
 
 
 class AudioVideoPipeline:
     """A ``VideoPipeline`` plus the native-audio stage; see the module docstring."""
 
-    def __init__(self, video: VideoPipeline, audio: LTX2AudioStage) -> None:
+    def __init__(self, video: VideoPipeline, audio: AudioBackend) -> None:
         self.video = video
         self.audio = audio
         self.name = video.name
@@ -186,7 +161,7 @@ class AudioVideoPipeline:
                  image: Image.Image | None = None) -> GenerationResult:
         result = self.video.generate(spec, on_step, image=image)
         if wants_generated_audio(spec) and not any(t is not None for t in result.audio):
-            result.audio = self.audio.generate(spec, result.videos, result.seeds, on_step)
-            result.info["audio"] = {"model": self.audio.recipe.name, "conditioning": "video+prompt",
+            result.audio = generate_tracks(self.audio, spec, result.videos, result.seeds, on_step)
+            result.info["audio"] = {"model": self.audio.name, "conditioning": self.audio.conditioning,
                                     "steps": self.audio.steps, "rate": self.audio.sample_rate}
         return result

@@ -45,7 +45,8 @@ class Profile:
     description: str
     sampler: Sampler
     loader: Literal["tiny", "weights"] = "weights"  # tiny: built offline; weights: WANFLASH_WEIGHTS_DIR
-    audio_recipe: str = "ltx2"  # key of wanflash.pipelines.audio.RECIPES
+    # tiny: the audio backend's tiny twin, built offline; weights: its WANFLASH_AUDIO_WEIGHTS_DIR
+    audio_loader: Literal["tiny", "weights"] = "weights"
     uses_loras: bool = False  # distilled LoRAs from WANFLASH_LORA_DIR, fused into every expert at load
     expand_timesteps: bool = False  # Wan2.2 TI2V: per-token timesteps, image latents in the first frame
     boundary_ratio: float | None = None  # image-to-video experts' switch (None: one transformer)
@@ -88,7 +89,7 @@ PROFILES: dict[str, Profile] = {
         # The tiny model's own UniPC (flow_shift 3), 2 steps.
         sampler=Sampler(kind="checkpoint", timesteps=(999.0, 750.0), source="the tiny model's UniPC, flow_shift 3"),
         loader="tiny",
-        audio_recipe="tiny",
+        audio_loader="tiny",
         boundary_ratio=0.875,
         t2v_boundary_ratio=0.875,
     ),

@@ -3,7 +3,8 @@
 ``tiny`` builds (once) and loads the embedded random model under ``data_dir/models``; the real
 profiles load diffusers-format weights from ``WANFLASH_WEIGHTS_DIR`` and never download. Unless
 ``audio_model`` is ``none`` the video pipeline is wrapped with the native-audio stage
-(:mod:`wanflash.pipelines.audio`): the tiny LTX-2 for ``tiny``, ``WANFLASH_AUDIO_WEIGHTS_DIR`` otherwise.
+(:mod:`wanflash.pipelines.audio`) running the backend ``audio_model`` names: its tiny twin for
+``tiny``, its weights in ``WANFLASH_AUDIO_WEIGHTS_DIR`` otherwise.
 Importing this module does not import torch; :func:`create_pipeline` does.
 """
 
@@ -16,6 +17,7 @@ from wanflash.pipelines.profiles import get_profile
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
+    from wanflash.pipelines.audio import AudioBackend
     from wanflash.pipelines.base import VideoPipeline
 
 
@@ -74,24 +76,42 @@ def create_pipeline(settings: Settings, *, progress: bool | None = None) -> Vide
     video = WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)
     if settings.audio_model == "none":
         return video
-    from wanflash.pipelines.audio import RECIPES, AudioVideoPipeline, LTX2AudioStage
+    from wanflash.pipelines.audio import AudioVideoPipeline
 
-    recipe = RECIPES[profile.audio_recipe]
-    return AudioVideoPipeline(video, LTX2AudioStage(settings, audio_weights_root(settings, progress=progress), recipe))
+    return AudioVideoPipeline(video, create_audio_backend(settings, progress=progress))
+
+
+def create_audio_backend(settings: Settings, *, progress: bool | None = None) -> AudioBackend:
+    """The ``AudioBackend`` that ``settings.audio_model`` names (not ``none``), not yet loaded."""
+    root = audio_weights_root(settings, progress=progress)
+    tiny = get_profile(settings.profile).audio_loader == "tiny"
+    if settings.audio_model == "ace-step":
+        from wanflash.pipelines.audio_acestep import AceStepAudioBackend
+
+        return AceStepAudioBackend(settings, root, name="tiny-ace-step" if tiny else "ace-step-1.5",
+                                   default_steps=2 if tiny else 8)
+    if settings.audio_model == "ltx2":
+        from wanflash.pipelines.audio_ltx2 import RECIPES, LTX2AudioBackend
+
+        return LTX2AudioBackend(settings, root, RECIPES["tiny" if tiny else settings.audio_ltx2_variant])
+    raise ValueError(f"no audio backend {settings.audio_model!r}")
 
 
 def audio_weights_root(settings: Settings, *, progress: bool | None = None) -> Path:
-    """Where the LTX-2 audio weights are, checked; builds the tiny audio model on first use."""
-    if get_profile(settings.profile).audio_recipe == "tiny":
+    """Where the selected audio backend's weights are, checked; builds its tiny twin on first use."""
+    from wanflash.pipelines.audio import BACKENDS
+
+    if get_profile(settings.profile).audio_loader == "tiny":
         from wanflash.pipelines.tiny_audio import ensure_tiny_audio_model
 
-        return ensure_tiny_audio_model(settings.data_dir, progress=progress)
+        return ensure_tiny_audio_model(settings.data_dir, settings.audio_model, progress=progress)
     root = settings.audio_weights_dir
     if root is None or not (Path(root) / "model_index.json").is_file():
         where = "is not set" if root is None else f"={root} holds no diffusers pipeline (model_index.json missing)"
         raise WeightsNotFound(
-            f"native audio needs local LTX-2 weights: WANFLASH_AUDIO_WEIGHTS_DIR {where}; download the "
-            f"diffusers-format Lightricks/LTX-2 there, or set WANFLASH_AUDIO_MODEL=none to serve without "
-            f"generated audio (requests then need providerSettings.alibaba.audio=false or inputs.audio)"
+            f"native audio (WANFLASH_AUDIO_MODEL={settings.audio_model}) needs local weights: "
+            f"WANFLASH_AUDIO_WEIGHTS_DIR {where}; download the {BACKENDS[settings.audio_model].weights} there, "
+            f"or set WANFLASH_AUDIO_MODEL=none to serve without generated audio (requests then need "
+            f"providerSettings.alibaba.audio=false or inputs.audio)"
         )
     return Path(root)

@@ -1,15 +1,19 @@
-"""The embedded tiny audio model: a random-weight LTX-2 (diffusers ``LTX2ConditionPipeline``) built offline.
+"""The embedded tiny audio models: one random-weight twin per audio backend, built offline.
 
-Its sound is noise. It exists so the native-audio path (video-to-audio with the video held clean,
-audio VAE, vocoder, resampling, muxing) runs on any CPU in about a second, through exactly the
-same ``from_pretrained`` and pipeline call as real LTX-2 weights. Every part is the class the real
-checkpoint uses, shrunk: the Gemma-3 text encoder (2 layers, hidden size 32) with the tiny Wan
-model's local WordLevel tokenizer (no hub), the joint audio/video transformer (2 layers), the
-video VAE (4x spatial and temporal compression, where the real one has 32x and 8x), the audio
-VAE (16 kHz mel, hop 160) and a vocoder whose upsampling equals the hop (16 kHz out; real LTX-2
-vocodes at 24 kHz).
+Their sound is noise. They exist so each native-audio path runs on any CPU in about a second,
+through exactly the same ``from_pretrained`` and pipeline call as the real weights, every part the
+class the real checkpoint uses, shrunk, with the tiny Wan model's local WordLevel tokenizer (no hub):
 
-:func:`ensure_tiny_audio_model` builds it once, seeded, under ``data_dir/models/tiny-ltx2``
+* ``tiny-ltx2`` (``ltx2``): diffusers ``LTX2ConditionPipeline``: the Gemma-3 text encoder (2 layers,
+  hidden size 32), the joint audio/video transformer (2 layers), the video VAE (4x spatial and
+  temporal compression, where the real one has 32x and 8x), the audio VAE (16 kHz mel, hop 160) and
+  a vocoder whose upsampling equals the hop (16 kHz out; real LTX-2 vocodes at 24 kHz);
+* ``tiny-ace-step`` (``ace-step``): diffusers ``AceStepPipeline``: a Qwen3 text encoder (1 layer,
+  hidden size 16), the condition encoder (lyric and timbre encoders, 1 layer each), the turbo DiT
+  (2 layers, ``is_turbo``) and an Oobleck VAE (16 kHz stereo, hop 640: 25 latent frames per second
+  like the real 48 kHz / 1920).
+
+:func:`ensure_tiny_audio_model` builds one once, seeded, under ``data_dir/models/<name>``
 (atomically, like :func:`wanflash.pipelines.tiny.ensure_tiny_model`).
 """
 
@@ -19,8 +23,9 @@ from pathlib import Path
 
 from wanflash.pipelines.tiny import SEED, _tokenizer, build_once
 
-# Bump when the recipe changes: an existing tiny audio model with another version is rebuilt.
+# Bump when a recipe changes: an existing tiny audio model with another version is rebuilt.
 TINY_AUDIO_VERSION = 1
+TINY_ACE_STEP_VERSION = 1
 SAMPLE_RATE = 16000
 HOP = 160
 
@@ -90,8 +95,43 @@ def build_tiny_audio_pipeline():
     )
 
 
-def ensure_tiny_audio_model(data_dir: Path, *, progress: bool | None = None) -> Path:
-    """The tiny audio model's directory under ``data_dir/models``, built first if missing or stale."""
-    return build_once(data_dir, "tiny-ltx2", TINY_AUDIO_VERSION,
-                      [lambda tmp: build_tiny_audio_pipeline().save_pretrained(tmp)],
-                      desc="building the tiny audio model", progress=progress)
+def build_tiny_ace_step_pipeline():
+    """A fresh tiny ``AceStepPipeline`` (turbo) with random weights."""
+    import torch
+    from diffusers import AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ace_step import AceStepConditionEncoder
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(SEED)
+    tokenizer = _tokenizer()
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=512, pad_token_id=0,
+    )).eval()
+    widths = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                  sliding_window=16)
+    condition_encoder = AceStepConditionEncoder(
+        text_hidden_dim=16, timbre_hidden_dim=8, num_lyric_encoder_hidden_layers=1,
+        num_timbre_encoder_hidden_layers=1, **widths).eval()
+    # in_channels = 3 x the acoustic latent width (noisy latents, source latents, chunk mask), as in the real DiT.
+    transformer = AceStepTransformer1DModel(num_hidden_layers=2, in_channels=24, audio_acoustic_hidden_dim=8,
+                                            patch_size=2, is_turbo=True, model_version="turbo", **widths).eval()
+    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 8, 10], channel_multiples=[1, 1, 1, 1],
+                             decoder_channels=4, decoder_input_channels=8, audio_channels=2,
+                             sampling_rate=SAMPLE_RATE).eval()
+    return AceStepPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
+                           condition_encoder=condition_encoder,
+                           scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
+
+
+TINY_MODELS = {
+    "ltx2": ("tiny-ltx2", TINY_AUDIO_VERSION, build_tiny_audio_pipeline),
+    "ace-step": ("tiny-ace-step", TINY_ACE_STEP_VERSION, build_tiny_ace_step_pipeline),
+}
+
+
+def ensure_tiny_audio_model(data_dir: Path, backend: str = "ltx2", *, progress: bool | None = None) -> Path:
+    """The tiny twin of audio ``backend`` under ``data_dir/models``, built first if missing or stale."""
+    name, version, build = TINY_MODELS[backend]
+    return build_once(data_dir, name, version, [lambda tmp: build().save_pretrained(tmp)],
+                      desc=f"building the tiny audio model ({backend})", progress=progress)
