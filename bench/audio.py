@@ -1,12 +1,13 @@
-"""Native-audio stage timing: seconds per soundtrack with the configured LTX-2 (tiny by default).
+"""Native-audio stage next to the video stage: seconds per clip for each audio backend.
 
-Times :meth:`wanflash.pipelines.audio.LTX2AudioStage.generate` alone on synthetic frames (the
-video model does not run), for each duration, ``--repeat`` times after one warm-up, and reports
-the median and the real-time factor (audio seconds per wall second). With the tiny model on CPU
-this measures the code path's overhead, not LTX-2's speed; on a GPU with real weights pass
-``--profile`` and ``WANFLASH_AUDIO_WEIGHTS_DIR`` as for the server.
+For each backend in ``--backends`` and each duration, renders one clip with the video pipeline
+alone, then times the audio stage (:func:`wanflash.pipelines.audio.generate_tracks`) on that very
+clip, after one warm-up, ``--repeat`` times, and prints the medians and the ratio audio / video
+(the target is at most 25%). With the tiny models on a CPU this measures the code paths' overhead,
+not the real models' speed; on a GPU pass ``--profile`` with ``WANFLASH_WEIGHTS_DIR`` and
+``WANFLASH_AUDIO_WEIGHTS_DIR`` (one backend's weights per run) as for the server.
 
-    python bench/audio.py [--durations 2,5,15] [--fps 16] [--repeat 3] [--size 1280x720]
+    python bench/audio.py [--backends ace-step,ltx2] [--durations 2,5] [--repeat 2] [--size 1280x720]
 """
 
 from __future__ import annotations
@@ -18,18 +19,26 @@ import tempfile
 import time
 import uuid
 
-import numpy as np
-
 from wanflash import MODEL_ID
 from wanflash.config import load_settings
 from wanflash.jobs.model import JobSpec
 
 
+def _median(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--durations", default="2,5,15")
-    ap.add_argument("--fps", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(prog="bench/audio.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="ace-step,ltx2", help="WANFLASH_AUDIO_MODEL values, comma-separated")
+    ap.add_argument("--durations", default="2,5")
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--data-dir", default=None, help="where the tiny models are built (default: a temp dir)")
@@ -38,36 +47,36 @@ def main() -> None:
 
     import torch
 
-    from wanflash.pipelines.audio import RECIPES, LTX2AudioStage
+    from wanflash.api.validation import SIZE_CLASS
+    from wanflash.pipelines.audio import generate_tracks
     from wanflash.pipelines.profiles import get_profile
-    from wanflash.pipelines.registry import audio_weights_root
+    from wanflash.pipelines.registry import create_audio_backend, create_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(profile=args.profile, data_dir=args.data_dir or tmp)
-        recipe = RECIPES["tiny" if get_profile(settings.profile).audio_loader == "tiny" else "distilled"]
-        stage = LTX2AudioStage(settings, audio_weights_root(settings), recipe)
-        t0 = time.perf_counter()
-        stage.load()
-        print(f"# audio stage benchmark  python {platform.python_version()}  torch {torch.__version__}  "
-              f"threads {torch.get_num_threads()}  device {stage.device}  {recipe.name}  steps {stage.steps}  "
-              f"load {time.perf_counter() - t0:.1f} s  video {width}x{height}@{args.fps}")
-        print("| seconds | frames | median s | audio s / wall s |")
-        print("|---|---|---|---|")
-        rng = np.random.default_rng(0)
-        for secs in (int(s) for s in args.durations.split(",")):
-            n = secs * args.fps
-            video = rng.integers(0, 256, (n, height, width, 3), dtype=np.uint8)
-            spec = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile=settings.profile,
-                           positive_prompt="waves on a beach at night", width=width, height=height,
-                           resolution_class="720p", duration=secs, fps=args.fps, num_frames=n, seeds=[1], cost=0)
-            stage.generate(spec, [video], [1])  # warm-up
-            times = []
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                stage.generate(spec, [video], [1])
-                times.append(time.perf_counter() - t)
-            med = statistics.median(times)
-            print(f"| {secs} | {n} | {med:.2f} | {secs / med:.1f} |", flush=True)
+        base = load_settings(profile=args.profile, data_dir=args.data_dir or tmp, audio_model="none")
+        video = create_pipeline(base)
+        video.load()
+        print(f"# audio vs video stage  python {platform.python_version()}  torch {torch.__version__}  "
+              f"threads {torch.get_num_threads()}  profile {base.profile}  video {width}x{height}")
+        print("| backend | steps | seconds | video s | audio s | audio / video |")
+        print("|---|---|---|---|---|---|")
+        for name in args.backends.split(","):
+            settings = base.model_copy(update={"audio_model": name})
+            backend = create_audio_backend(settings)
+            backend.load()
+            for secs in (int(s) for s in args.durations.split(",")):
+                fps = get_profile(base.profile).fps
+                spec = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile=base.profile,
+                               positive_prompt="waves on a beach at night", width=width, height=height,
+                               resolution_class=SIZE_CLASS.get((width, height), "720p"), duration=secs, fps=fps,
+                               num_frames=secs * fps, seeds=[1], cost=0)
+                result = video.generate(spec)  # warm-up, and the clip the audio stage hears
+                video_s = _median(lambda: video.generate(spec), args.repeat)
+                generate_tracks(backend, spec, result.videos, [1])  # warm-up
+                audio_s = _median(lambda: generate_tracks(backend, spec, result.videos, [1]), args.repeat)
+                print(f"| {backend.name} | {backend.steps} | {secs} | {video_s:.2f} | {audio_s:.2f} | "
+                      f"{audio_s / video_s:.0%} |", flush=True)
+            del backend
 
 
 if __name__ == "__main__":

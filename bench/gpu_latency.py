@@ -24,7 +24,7 @@ One prepared script for the first session lent a GPU (one H100/H200, under 8 min
    the end of the ``videoURL`` download, without audio, with native audio (``--audio-weights-dir``)
    and with a muxed input track; then the stages above on the real weights, per plan.
 
-Not covered: the native-audio stage (LTX-2) at full size with random weights is not built here
+Not covered: the native-audio stage (ACE-Step or LTX-2) at full size with random weights is not built here
 (it needs the audio backend to expose the same in-memory adoption; ``bench/audio.py`` times the
 audio stage on the tiny models, and part 2 times it with real weights).
 
@@ -156,7 +156,7 @@ def e2e(args: argparse.Namespace, profile: str, tmp: Path) -> list[dict[str, Any
     if args.audio_weights_dir:
         env["WANFLASH_AUDIO_WEIGHTS_DIR"] = args.audio_weights_dir
     elif not native:
-        env["WANFLASH_AUDIO_MODEL"] = "none"  # no LTX-2 weights: the native row is skipped
+        env["WANFLASH_AUDIO_MODEL"] = "none"  # no audio weights: the native row is skipped
     jpeg = overhead.input_jpeg(1280, 720)
     req = argparse.Namespace(resolution="720p", duration=5, seed=42, format="MP4", quality=95)
     audio = wav_data_uri(5.0)
@@ -441,7 +441,7 @@ def main() -> int:
     ap.add_argument("--weights-dir", default=None, help="diffusers-format weights for --profile (part 2)")
     ap.add_argument("--profile", default=None, choices=list(PROFILES))
     ap.add_argument("--lora-dir", default=None, help="4-step distilled LoRAs for wan2.2-i2v-a14b")
-    ap.add_argument("--audio-weights-dir", default=None, help="diffusers-format LTX-2 (native audio in E2E)")
+    ap.add_argument("--audio-weights-dir", default=None, help="diffusers-format weights of the WANFLASH_AUDIO_MODEL backend (native audio in E2E)")
     ap.add_argument("--runs", type=int, default=3, help="E2E tasks per audio setting")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--results", default=None, help="append the table to this file (GPU default: bench/RESULTS.md)")

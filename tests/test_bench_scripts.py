@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ["overhead.py", "api_load.py", "encode.py", "gpu_latency.py", "resize.py", "_serve.py", "decode_load.py"]
+SCRIPTS = ["overhead.py", "api_load.py", "encode.py", "gpu_latency.py", "resize.py", "_serve.py", "decode_load.py",
+           "audio.py"]
 
 
 def test_every_bench_script_answers_help() -> None:

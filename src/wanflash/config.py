@@ -67,7 +67,9 @@ class Settings(BaseSettings):
                                     description="denoising steps; default: the backend's (ace-step 8, ltx2 dev 30)")
     # ltx2 only: "distilled" (8 fixed sigmas, no guidance; needs distilled weights) or "dev" (30 guided steps).
     audio_ltx2_variant: Literal["distilled", "dev"] = "distilled"
-    # On CUDA: "auto" = the backend's plan (ace-step: resident; ltx2: group, which fits a 24 GB GPU).
+    # On CUDA, the audio model only (the Wan model follows WANFLASH_MEMORY): "auto" = the backend's plan
+    # (ace-step: resident on GPUs of 40 GiB or more, else "model"; ltx2: "model" on 60 GiB or more, else
+    # "group", which fits a 24 GB GPU).
     audio_cpu_offload: Literal["auto", "none", "model", "group"] = "auto"
 
     # -- jobs

@@ -1,4 +1,4 @@
-"""Audio end to end over REST: the live server with the tiny Wan + tiny LTX-2 in the subprocess executor.
+"""Audio end to end over REST: the live server with the tiny Wan + the tiny default audio backend (subprocess executor).
 
 * default ``audio`` (true): the file has an AAC track as long as the video, billed at the audio rate;
 * ``audio: false``: no audio stream, billed at the silent rate;

@@ -43,7 +43,7 @@ def test_tiny_on_cuda(tmp_path: Path) -> None:
     assert stats["device"].startswith("cuda")
     assert 0 < stats["allocated"] <= stats["reserved"] <= stats["device_used"] <= stats["device_total"]
     assert stats["peak_allocated"] >= stats["allocated"]
-    track = first.audio[0]  # the tiny LTX-2 audio stage, model-offloaded to CUDA
+    track = first.audio[0]  # the default tiny audio backend (ACE-Step), on CUDA
     assert track is not None and track.samples.shape == (2, 6 * track.rate) and np.isfinite(track.samples).all()
     encode_video(first.videos[0], tmp_path / "gpu.mp4", fps=16, fmt="MP4", quality=95, audio=track)
     info = probe_file(tmp_path / "gpu.mp4")

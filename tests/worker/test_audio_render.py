@@ -1,7 +1,7 @@
-"""Soundtracks through the render path with the tiny Wan + tiny LTX-2: what ends up in the file.
+"""Soundtracks through the render path with the tiny Wan + each tiny audio backend: what ends up in the file.
 
-Generated audio: AAC in MP4/MOV, Opus in WEBM, 48 kHz stereo, as long as the video to within one
-audio frame. ``audio: false``: no audio stream. An input track: carried through sample for sample
+Generated audio (every backend: ACE-Step, the default, and LTX-2): AAC in MP4/MOV, Opus in WEBM,
+48 kHz stereo, as long as the video to within one audio frame. ``audio: false``: no audio stream. An input track: carried through sample for sample
 (checked against the input at zero shift), a shorter one padded with silence, a longer one cut.
 """
 
@@ -31,13 +31,29 @@ TASK = {"taskType": "videoInference", "taskUUID": "", "model": "alibaba:wan@2.6-
 CODECS = {"MP4": "aac", "MOV": "aac", "WEBM": "opus"}
 
 
-@pytest.fixture(scope="module")
-def av_engine(tmp_path_factory: pytest.TempPathFactory):
+ENGINES: dict[str, Any] = {}
+
+
+def _engine(data_dir: Path, audio_model: str | None = None) -> Any:
     from wanflash.pipelines.registry import create_pipeline
 
-    pipe = create_pipeline(Settings(data_dir=tmp_path_factory.mktemp("data"), profile="tiny", device="cpu"))
-    pipe.load()
-    return pipe
+    key = audio_model or "default"
+    if key not in ENGINES:
+        extra = {"audio_model": audio_model} if audio_model else {}
+        ENGINES[key] = create_pipeline(Settings(data_dir=data_dir, profile="tiny", device="cpu", **extra))
+        ENGINES[key].load()
+    return ENGINES[key]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    yield tmp_path_factory.mktemp("data")
+    ENGINES.clear()
+
+
+@pytest.fixture(scope="module")
+def av_engine(data_dir: Path):
+    return _engine(data_dir)  # the default backend, as a server with no audio setting runs it
 
 
 def _render(engine: Any, out: Path, *, track: Path | None = None, seconds: float | None = None,
@@ -58,15 +74,15 @@ def _render(engine: Any, out: Path, *, track: Path | None = None, seconds: float
     return done, stages
 
 
-@pytest.mark.parametrize("fmt", ["MP4", "MOV", "WEBM"])
-def test_generated_audio_codec_rate_and_length(av_engine, tmp_path: Path, fmt: str) -> None:
-    done, stages = _render(av_engine, tmp_path, outputFormat=fmt)
+@pytest.mark.parametrize("fmt, backend", [("MP4", None), ("MOV", None), ("WEBM", None), ("MP4", "ltx2")])
+def test_generated_audio_codec_rate_and_length(data_dir: Path, tmp_path: Path, fmt: str, backend: str | None) -> None:
+    done, stages = _render(_engine(data_dir, backend), tmp_path, outputFormat=fmt)
     info = probe_file(done.outputs[0].path)
     assert (info.audio_codec, info.audio_rate, info.audio_channels) == (CODECS[fmt], 48000, 2)
     assert info.duration == pytest.approx(2.0)
     assert 0 <= info.audio_duration - info.duration <= AUDIO_FRAME / 48000
     assert stages.index("audio") > stages.index("denoise") and stages.index("encode") > stages.index("audio")
-    assert done.pipeline_info["audio"]["model"] == "tiny-ltx2"
+    assert done.pipeline_info["audio"]["model"] == {None: "tiny-ace-step", "ltx2": "tiny-ltx2"}[backend]
 
 
 def test_audio_false_has_no_audio_stream(av_engine, tmp_path: Path) -> None:

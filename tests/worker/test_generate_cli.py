@@ -55,7 +55,7 @@ def test_generate_writes_playable_files(tmp_path: Path, frame_png: Path, capsys)
         assert (info.video_codec, info.width, info.height) == ("h264", 1088, 832)
         assert abs(info.frames - 32) <= 1
         assert info.fps == pytest.approx(16)
-        assert (info.audio_codec, info.audio_rate) == ("aac", 48000)  # native audio (tiny LTX-2) is on by default
+        assert (info.audio_codec, info.audio_rate) == ("aac", 48000)  # native audio (the tiny default backend) is on by default
     # tqdm bars on stderr: the tiny model builds (fresh data dir), then one bar per stage.
     assert "building the tiny model: 100%" in captured.err
     assert "building the tiny audio model: 100%" in captured.err

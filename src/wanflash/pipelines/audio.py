@@ -140,7 +140,7 @@ def generate_tracks(backend: AudioBackend, spec: JobSpec, videos: list[np.ndarra
         seconds = video.shape[0] / spec.fps
         wave = backend.generate(video, float(spec.fps), spec.positive_prompt, spec.negative_prompt or "",
                                 seconds, int(seed), tick)
-        samples = fit_samples(np.asarray(wave, dtype=np.float32), int(round(seconds * rate)))
+        samples = fit_samples(np.asarray(wave, dtype=np.float32), round(seconds * rate))
         tracks.append(AudioTrack(samples=samples, rate=rate))
     return tracks
 

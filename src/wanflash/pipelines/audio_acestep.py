@@ -53,8 +53,14 @@ class AceStepAudioBackend:
 
     @property
     def offload(self) -> str:
+        """``auto``: resident (~3B parameters, ~6 GB in bf16) on a GPU of 40 GiB or more; below that each
+        component visits the GPU only while it runs, leaving the memory to the video model's plan."""
         mode = self.settings.audio_cpu_offload
-        return "none" if mode == "auto" else mode  # ~2.4B parameters, ~5 GB in bf16: resident by default
+        if mode != "auto":
+            return mode
+        if self.device.type != "cuda":
+            return "none"
+        return "none" if torch.cuda.get_device_properties(self.device).total_memory >= 40 * 2**30 else "model"
 
     def load(self) -> None:
         if self.pipe is not None:
@@ -101,7 +107,7 @@ class AceStepAudioBackend:
                 **({"guidance_scale": 1.0} if self.pipe.is_turbo else {}),
             )
         wave = out.audios[0].float().cpu().numpy()
-        end = int(round(seconds * self.sample_rate))
+        end = round(seconds * self.sample_rate)
         if wave.shape[1] > end:
             fade = min(end, int(FADE_SECONDS * self.sample_rate))
             wave = wave[:, :end].copy()

@@ -18,8 +18,8 @@ What it does *not* do, because the stage only needs the audio:
 * the video is shown downscaled (distilled: at most 384x256 pixels; dev: 768x512), the main cost
   lever since video tokens outnumber audio tokens ~50:1;
 * the prompt is encoded once per job (cached), not once per result, so with offloading the 12B
-  Gemma text encoder streams through the GPU once; with ``group`` offload (the default on CUDA) no
-  component is resident, which is the plan for a 24 GB GPU.
+  Gemma text encoder visits the GPU once per job and is never resident; with ``group`` offload (the
+  default below 60 GiB of GPU memory) no component is resident, which is the plan for a 24 GB GPU.
 
 The clip is padded with copies of its last frame to the 8k+1 frames LTX-2's VAE needs and at least
 one frame past the end, at its own fps (LTX-2 positions are in seconds), so the audio never comes
@@ -103,8 +103,14 @@ class LTX2AudioBackend:
 
     @property
     def offload(self) -> str:
+        """``auto``: ``model`` on a GPU of 60 GiB or more (each part moves in once per clip), else ``group``
+        (nothing resident: fits 24 GB, at the price of streaming the 19B transformer every step)."""
         mode = self.settings.audio_cpu_offload
-        return "group" if mode == "auto" else mode
+        if mode != "auto":
+            return mode
+        if self.device.type != "cuda":
+            return "none"
+        return "model" if torch.cuda.get_device_properties(self.device).total_memory >= 60 * 2**30 else "group"
 
     def load(self) -> None:
         if self.pipe is not None:

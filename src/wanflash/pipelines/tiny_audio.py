@@ -98,7 +98,12 @@ def build_tiny_audio_pipeline():
 def build_tiny_ace_step_pipeline():
     """A fresh tiny ``AceStepPipeline`` (turbo) with random weights."""
     import torch
-    from diffusers import AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers import (
+        AceStepPipeline,
+        AceStepTransformer1DModel,
+        AutoencoderOobleck,
+        FlowMatchEulerDiscreteScheduler,
+    )
     from diffusers.pipelines.ace_step import AceStepConditionEncoder
     from transformers import Qwen3Config, Qwen3Model
 
