@@ -102,6 +102,7 @@ def test_doctor_names_missing_audio_weights(tmp_path: Path, capsys: pytest.Captu
     rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
     assert rc == 1 and status["audio"] == "FAIL"
     assert "WANFLASH_AUDIO_WEIGHTS_DIR" in out and "WANFLASH_AUDIO_MODEL=none" in out
+    assert "ACE-Step" in out  # the default backend's weights are what it asks for
     monkeypatch.setenv("WANFLASH_AUDIO_MODEL", "none")
     rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
     assert status["audio"] == "ok"
@@ -128,6 +129,21 @@ def test_doctor_prints_the_memory_plan_for_the_detected_gpu(tmp_path: Path) -> N
     assert no_gpu[0].status == "warn" and "24 GB: group_offload" in no_gpu[0].detail
     [tiny] = check_memory(Settings(data_dir=tmp_path, profile="tiny", device="cpu"), None)
     assert tiny.status == "ok" and tiny.detail.startswith("plan full")
+
+
+def test_doctor_states_the_audio_backends_licence(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "model_index.json").write_text("{}")
+    monkeypatch.setenv("WANFLASH_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("WANFLASH_AUDIO_WEIGHTS_DIR", str(weights))
+    for model, hears, licence in (("ace-step", "the prompt only", "MIT"),
+                                  ("ltx2", "the picture", "LTX-2 Community License")):
+        monkeypatch.setenv("WANFLASH_AUDIO_MODEL", model)
+        _, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "wan2.2-ti2v-5b")
+        line = next(x for x in out.splitlines() if x.split()[1:2] == ["audio"])
+        assert status["audio"] == "ok" and hears in line and licence in line, line
 
 
 # -- doctor opens the LoRA files (toy-width copies of the published layouts)

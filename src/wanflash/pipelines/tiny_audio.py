@@ -139,4 +139,4 @@ def ensure_tiny_audio_model(data_dir: Path, backend: str = "ltx2", *, progress: 
     """The tiny twin of audio ``backend`` under ``data_dir/models``, built first if missing or stale."""
     name, version, build = TINY_MODELS[backend]
     return build_once(data_dir, name, version, [lambda tmp: build().save_pretrained(tmp)],
-                      desc=f"building the tiny audio model ({backend})", progress=progress)
+                      desc="building the tiny audio model", progress=progress)
