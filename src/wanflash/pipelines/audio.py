@@ -115,16 +115,16 @@ def place_pipeline(pipe: Any, device: Any, mode: str) -> None:
         for name, module in pipe.components.items():
             if not isinstance(module, torch.nn.Module):
                 continue
-            block = name == "transformer"
+            block = name == "transformer"  # the big one: one block at a time; the rest layer by layer
             apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
                                    offload_type="block_level" if block else "leaf_level", use_stream=True,
-                                   **({"num_blocks_per_group": 1} if block else {}))
+                                   num_blocks_per_group=1 if block else None)
     else:
         raise ValueError(f"unknown audio offload mode {mode!r}")
 
 
 def generate_tracks(backend: AudioBackend, spec: JobSpec, videos: list[np.ndarray], seeds: list[int],
-                    on_step: OnStep = no_progress) -> list[AudioTrack]:
+                    on_step: OnStep = no_progress) -> list[AudioTrack | None]:
     """One track per video, exactly as long as it, with progress counted over all of them."""
     total = backend.steps * len(videos)
     done = 0
@@ -135,7 +135,7 @@ def generate_tracks(backend: AudioBackend, spec: JobSpec, videos: list[np.ndarra
         on_step(done, total, STAGE)
 
     rate = backend.sample_rate
-    tracks = []
+    tracks: list[AudioTrack | None] = []
     for video, seed in zip(videos, seeds):
         seconds = video.shape[0] / spec.fps
         wave = backend.generate(video, float(spec.fps), spec.positive_prompt, spec.negative_prompt or "",
