@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/pip install -q -e ".[engine,postgres,s3,test]"
+	# The official Wan2.2 code: the S2V parity tests' reference; its declared deps (flash_attn, ...) are not needed.
+	$(BIN)/pip install -q --no-deps wan22==2.2.11
 	@touch $(STAMP)
 
 setup: $(STAMP)

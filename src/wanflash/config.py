@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     # "group", which fits a 24 GB GPU).
     audio_cpu_offload: Literal["auto", "none", "model", "group"] = "auto"
 
+    # -- audio-to-video (inputs.audio): see wanflash.pipelines.s2v. "auto": Wan2.2-S2V renders requests
+    # that bring an image and a track when it is available (tiny: a toy S2V built offline; real profiles:
+    # when a2v_weights_dir is set), otherwise the track is only muxed. "s2v": required (fails to start
+    # without weights). "none": always muxing only.
+    a2v_model: Literal["auto", "s2v", "none"] = "auto"
+    a2v_weights_dir: Path | None = Field(default=None, description="Wan2.2-S2V-14B, see wanflash.pipelines.s2v")
+    a2v_steps: int | None = Field(default=None, ge=1, description="denoising steps; default 40 (tiny: 2)")
+
     # -- jobs
     # PostgreSQL URL for distributed mode (`wanflash api|worker|migrate`); unset = the embedded SQLite file.
     database_url: str | None = None
