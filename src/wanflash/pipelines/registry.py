@@ -73,12 +73,19 @@ def create_pipeline(settings: Settings, *, progress: bool | None = None) -> Vide
         lora_dir = Path(settings.lora_dir)
     from wanflash.pipelines.wan import WanVideoPipeline
 
-    video = WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)
-    if settings.audio_model == "none":
-        return video
-    from wanflash.pipelines.audio import AudioVideoPipeline
+    video: VideoPipeline = WanVideoPipeline(settings, profile, root, lora_dir=lora_dir)
+    if settings.audio_model != "none":
+        from wanflash.pipelines.audio import AudioVideoPipeline
 
-    return AudioVideoPipeline(video, create_audio_backend(settings, progress=progress))
+        video = AudioVideoPipeline(video, create_audio_backend(settings, progress=progress))
+    a2v_root = a2v_weights_root(settings, progress=progress)
+    if a2v_root is None:
+        return video
+    from wanflash.pipelines.s2v import RECIPES as S2V_RECIPES
+    from wanflash.pipelines.s2v import AudioDrivenPipeline, S2VStage
+
+    s2v_recipe = S2V_RECIPES["tiny" if settings.profile == "tiny" else "s2v"]
+    return AudioDrivenPipeline(video, S2VStage(settings, a2v_root, s2v_recipe))
 
 
 def create_audio_backend(settings: Settings, *, progress: bool | None = None) -> AudioBackend:
@@ -95,6 +102,39 @@ def create_audio_backend(settings: Settings, *, progress: bool | None = None) ->
 
         return LTX2AudioBackend(settings, root, RECIPES["tiny" if tiny else settings.audio_ltx2_variant])
     raise ValueError(f"no audio backend {settings.audio_model!r}")
+
+
+def a2v_mode(settings: Settings) -> str:
+    """What a request with ``inputs.audio`` gets on this configuration: ``"s2v"`` (Wan2.2-S2V renders
+    the picture from the image and the track) or ``"mux"`` (the track is only the soundtrack)."""
+    if settings.a2v_model == "none":
+        return "mux"
+    if settings.a2v_model == "s2v" or settings.profile == "tiny" or settings.a2v_weights_dir is not None:
+        return "s2v"
+    return "mux"
+
+
+def a2v_weights_root(settings: Settings, *, progress: bool | None = None) -> Path | None:
+    """The S2V weights for audio-to-video, checked (the toy S2V is built on first use for ``tiny``),
+    or None when this configuration only muxes input tracks (:func:`a2v_mode`)."""
+    if a2v_mode(settings) == "mux":
+        return None
+    if settings.a2v_weights_dir is None and settings.profile == "tiny":
+        from wanflash.pipelines.tiny_s2v import ensure_tiny_s2v_model
+
+        return ensure_tiny_s2v_model(settings.data_dir, progress=progress)
+    root = settings.a2v_weights_dir
+    missing = [] if root is None else [s for s in S2V_PARTS if not (Path(root) / s).is_dir()]
+    if root is None or missing:
+        where = "is not set" if root is None else f"={root} lacks {', '.join(missing)}"
+        raise WeightsNotFound(
+            f"audio-to-video needs local Wan2.2-S2V weights: WANFLASH_A2V_WEIGHTS_DIR {where}; see the README's "
+            f"Audio section for the layout, or set WANFLASH_A2V_MODEL=none (input tracks are then only muxed)"
+        )
+    return Path(root)
+
+
+S2V_PARTS = ("transformer", "audio_encoder", "vae", "text_encoder", "tokenizer")
 
 
 def audio_weights_root(settings: Settings, *, progress: bool | None = None) -> Path:

@@ -79,7 +79,10 @@ class S2VRecipe:
 RECIPES = {
     "s2v": S2VRecipe("wan2.2-s2v-14b", fps=16, frames_per_clip=80, motion_frames=73, steps=40,
                      guidance_scale=4.5, flow_shift=3.0, max_area=1280 * 720, text_len=512),
-    "tiny": S2VRecipe("tiny-s2v", fps=16, frames_per_clip=16, motion_frames=73, steps=2,
+    # Toy: the shortest motion memory the chaining path allows (2 latent frames, FramePack pads the
+    # rest with zeros as upstream does), so the VAE, the cost of a CPU run, decodes little beyond the video.
+    # Two clips for the shortest request (17 + 20 frames >= 32), so CI runs the chaining path.
+    "tiny": S2VRecipe("tiny-s2v", fps=16, frames_per_clip=20, motion_frames=5, steps=2,
                       guidance_scale=4.5, flow_shift=3.0, max_area=64 * 64, text_len=16),
 }
 
@@ -224,10 +227,10 @@ class S2VStage:
         if self.parts is None:
             raise RuntimeError("call load() before generate()")
         r = self.recipe
-        if spec.fps != r.fps:
-            raise ValueError(f"S2V renders at {r.fps} fps; the job asks for {spec.fps}")
         gw, gh = generation_size(spec.width, spec.height, r.max_area)
-        clips = clip_plan(spec.num_frames, r.frames_per_clip)
+        # The model moves at its own rate; other profiles' rates (TI2V-5B: 24) are met by repeating frames.
+        model_frames = -(-spec.num_frames * r.fps // spec.fps)
+        clips = clip_plan(model_frames, r.frames_per_clip)
         steps = self.steps
         total = steps * clips * len(spec.seeds)
         done = 0
@@ -249,13 +252,16 @@ class S2VStage:
         ref_latents = self._encode(ref_pixels)
         context = self._encode_prompt([spec.positive_prompt, spec.negative_prompt or NEGATIVE_PROMPT])
 
-        videos = [self._one(spec, seed, clips, gw, gh, ref_latents, context, per_frame, step) for seed in spec.seeds]
+        pick = np.minimum(np.arange(spec.num_frames) * r.fps // spec.fps, model_frames - 1)
+        videos = [fit_video(self._one(seed, clips, gw, gh, ref_latents, context, per_frame, step)[pick],
+                            spec.width, spec.height) for seed in spec.seeds]
         info = {"generation_size": (gw, gh), "clips": clips, "steps": steps,
                 "a2v": {"model": r.name, "conditioning": "image+audio+prompt"}}
         return GenerationResult(videos=videos, seeds=list(spec.seeds), audio=[None] * len(videos), info=info)
 
-    def _one(self, spec: JobSpec, seed: int, clips: int, gw: int, gh: int, ref_latents: torch.Tensor,
+    def _one(self, seed: int, clips: int, gw: int, gh: int, ref_latents: torch.Tensor,
              context: torch.Tensor, per_frame: torch.Tensor, step: Any) -> np.ndarray:
+        """One result's frames (F, gh, gw, 3) uint8 at the model's rate, every clip chained."""
         r = self.recipe
         assert self.parts is not None
         transformer, scheduler = self.parts["transformer"], self.parts["scheduler"]
@@ -286,9 +292,37 @@ class S2VStage:
             frames = self._decode(torch.cat([head, latents], dim=2))[:, :, -r.frames_per_clip:]
             if first:
                 frames = frames[:, :, FIRST_CLIP_DROP:]
-            keep = min(r.motion_frames, frames.shape[2])
-            memory = torch.cat([memory[:, :, keep:], frames[:, :, -keep:]], dim=2)
-            motion_latents = self._encode(memory)
+            if k + 1 < clips:
+                keep = min(r.motion_frames, frames.shape[2])
+                memory = torch.cat([memory[:, :, keep:], frames[:, :, -keep:]], dim=2)
+                motion_latents = self._encode(memory)
             parts.append(((frames[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1.0) / 2.0))
-        video = to_uint8(np.concatenate(parts)[: spec.num_frames])
-        return fit_video(video, spec.width, spec.height)
+        return to_uint8(np.concatenate(parts))
+
+
+class AudioDrivenPipeline:
+    """A ``VideoPipeline`` whose requests with an image and ``inputs.audio`` are rendered by
+    :class:`S2VStage` (the picture follows the track); every other request goes to ``video``
+    unchanged. The worker passes the decoded track as ``audio=`` to pipelines with ``hears_audio``;
+    the soundtrack muxed into the file is still the supplied track."""
+
+    hears_audio = True
+
+    def __init__(self, video: Any, s2v: S2VStage) -> None:
+        self.video = video
+        self.s2v = s2v
+        self.name = video.name
+
+    def load(self) -> None:
+        self.video.load()
+        self.s2v.load()
+
+    def generate(self, spec: JobSpec, on_step: OnStep = no_progress, *, image: Image.Image | None = None,
+                 audio: AudioTrack | None = None) -> GenerationResult:
+        if audio is None or image is None or spec.audio_key is None:
+            return self.video.generate(spec, on_step, image=image)
+        return self.s2v.generate(spec, image, audio, on_step)
+
+    def __getattr__(self, name: str) -> Any:
+        # memory_stats, transformers, text_to_video, ...: the video pipeline's.
+        return getattr(self.video, name)
