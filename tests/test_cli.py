@@ -193,3 +193,17 @@ def test_doctor_fails_loras_that_do_not_fit(published: Layouts, tmp_path: Path) 
     save_file(lora_state_dict(cfg, i2v=True, seed=4), str(bad / "i2v_low.safetensors"))
     checks = lora_checks(tmp_path, published.i2v_a14b, bad)
     assert checks["loras"].status == "fail" and "i2v_high.safetensors, i2v_high_v2.safetensors" in checks["loras"].detail
+
+
+def test_doctor_says_what_inputs_audio_does(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path / "data"), "--profile", "tiny")
+    assert status["a2v"] == "ok" and "toy Wan2.2-S2V" in out
+    monkeypatch.setenv("WANFLASH_A2V_MODEL", "none")
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path / "data"), "--profile", "tiny")
+    assert status["a2v"] == "ok" and "inputs.audio is muxed only" in out
+    monkeypatch.delenv("WANFLASH_A2V_MODEL")
+    monkeypatch.setenv("WANFLASH_A2V_WEIGHTS_DIR", str(tmp_path))
+    rc, status, out = doctor(capsys, "--data-dir", str(tmp_path / "data"), "--profile", "tiny")
+    assert rc == 1 and status["a2v"] == "FAIL" and "lacks transformer" in out

@@ -227,6 +227,25 @@ def check_audio_weights(settings: "Settings") -> list[Check]:
                   f"hears {hears}; licence: {info.licence}")]
 
 
+def check_a2v(settings: "Settings") -> list[Check]:
+    """What ``inputs.audio`` does on this configuration: Wan2.2-S2V follows the track, or muxing only."""
+    from wanflash.pipelines.registry import S2V_PARTS, a2v_mode
+
+    if a2v_mode(settings) == "mux":
+        why = ("WANFLASH_A2V_MODEL=none" if settings.a2v_model == "none"
+               else "no WANFLASH_A2V_WEIGHTS_DIR")
+        return [Check("a2v", "ok", f"{why}: inputs.audio is muxed only (the picture does not follow the track)")]
+    root = settings.a2v_weights_dir
+    if root is None:  # tiny: the toy S2V, built on first use
+        return [Check("a2v", "ok", "toy Wan2.2-S2V (random weights, built on first use): requests with an image "
+                      "and inputs.audio are rendered from the track")]
+    missing = [p for p in S2V_PARTS if not (Path(root) / p).is_dir()]
+    if missing:
+        return [Check("a2v", "fail", f"WANFLASH_A2V_WEIGHTS_DIR={root} lacks {', '.join(missing)}",
+                      "lay out Wan2.2-S2V-14B as the README's Audio section says, or set WANFLASH_A2V_MODEL=none")]
+    return [Check("a2v", "ok", f"Wan2.2-S2V at {root}: requests with an image and inputs.audio follow the track")]
+
+
 def check_codecs() -> list[Check]:
     """Encode 8 frames (and a second of audio) in every output format, as the service would."""
     import av
@@ -336,6 +355,7 @@ def run_checks(settings: "Settings") -> list[Check]:
         ("python", check_python),
         ("engine", lambda: check_engine(settings)),
         ("weights", lambda: check_weights(settings)),
+        ("a2v", lambda: check_a2v(settings)),
         ("codecs", check_codecs),
         ("data dir", lambda: check_data_dir(settings)),
         ("database", lambda: check_database(settings)),
