@@ -5,6 +5,9 @@ profiles load diffusers-format weights from ``WANFLASH_WEIGHTS_DIR`` and never d
 ``audio_model`` is ``none`` the video pipeline is wrapped with the native-audio stage
 (:mod:`wanflash.pipelines.audio`) running the backend ``audio_model`` names: its tiny twin for
 ``tiny``, its weights in ``WANFLASH_AUDIO_WEIGHTS_DIR`` otherwise.
+Outermost, when audio-to-video is on (:func:`a2v_mode`), requests with an image and ``inputs.audio``
+go to the Wan2.2-S2V stage (:mod:`wanflash.pipelines.s2v`): the toy S2V for ``tiny``,
+``WANFLASH_A2V_WEIGHTS_DIR`` otherwise; without those weights input tracks are only muxed.
 Importing this module does not import torch; :func:`create_pipeline` does.
 """
 

@@ -176,8 +176,6 @@ class S2VStage:
                 raise FileNotFoundError(f"S2V weights: {self.root / sub} is missing")
         dev, dt = self.device, self.dtype
         transformer = WanS2VTransformer3DModel.from_pretrained(self.root / "transformer", torch_dtype=dt)
-        if self.settings.attention_backend:
-            pass  # our attention calls torch SDPA directly; the setting applies to the Wan profiles
         self.parts = {
             "transformer": transformer.to(dev).eval(),
             # Wan's VAE is numerically fragile in half precision; float32 as upstream advises.
