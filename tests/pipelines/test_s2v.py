@@ -64,3 +64,28 @@ def test_which_configuration_renders_tracks(tmp_path: Path):
     for part in ("transformer", "audio_encoder", "vae", "text_encoder", "tokenizer"):
         (tmp_path / part).mkdir()
     assert a2v_weights_root(Settings(profile="wan2.2-ti2v-5b", a2v_weights_dir=tmp_path)) == tmp_path
+
+
+def test_bfloat16_load_runs_and_stays_near_float32(tmp_path: Path):
+    """The GPU path: from_pretrained in bfloat16 keeps the timestep MLPs, modulation and audio encoder in
+    float32 and every mixed-dtype seam casts; the result stays near the float32 model's."""
+    from wanflash.pipelines.s2v_model import WanS2VTransformer3DModel
+
+    torch.manual_seed(0)
+    model = WanS2VTransformer3DModel(cond_dim=16, audio_dim=32, enable_adain=True, audio_inject_layers=[0, 1],
+                                     zero_timestep=True, framepack_drop_mode="padd", dim=48, ffn_dim=64,
+                                     freq_dim=32, text_dim=24, num_heads=4, num_layers=2, text_len=16,
+                                     num_wav2vec_layers=3).eval()
+    model.save_pretrained(tmp_path)
+    half = WanS2VTransformer3DModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    assert half.blocks[0].modulation.dtype == torch.float32 and half.blocks[0].ffn[0].weight.dtype == torch.bfloat16
+    assert half.casual_audio_encoder.weights.dtype == torch.float32
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(1, 16, 2, 8, 8, generator=g), torch.tensor([700.0]), torch.randn(1, 5, 24, generator=g),
+            torch.randn(1, 16, 1, 8, 8, generator=g), torch.randn(1, 16, 2, 8, 8, generator=g),
+            torch.zeros(1, 16, 2, 8, 8), torch.randn(1, 3, 32, 8, generator=g))
+    with torch.no_grad():
+        want = model(*args, motion_frames=(5, 2))
+        got = half(*args, motion_frames=(5, 2))
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max().item() < 0.05 * want.abs().max().item()

@@ -96,7 +96,9 @@ class FP32LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and returned in the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -241,7 +243,7 @@ class CausalAudioEncoder(nn.Module):
         """``features`` (B, layers, dim, T) float32."""
         w = F.silu(self.weights.float())
         mixed = (features.float() * w / w.sum(dim=1, keepdim=True)).sum(dim=1)  # B dim T
-        return self.encoder(mixed.transpose(1, 2))
+        return self.encoder(mixed.transpose(1, 2).to(self.encoder.conv2.conv.weight.dtype))
 
 
 class AudioInjector(nn.Module):
