@@ -191,8 +191,10 @@ class S2VStage:
     # -- pieces
 
     def _encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # the same cleaning as upstream's tokenizer
+
         assert self.parts is not None
-        tok = self.parts["tokenizer"](prompts, padding="max_length", max_length=self.recipe.text_len,
+        tok = self.parts["tokenizer"]([prompt_clean(p) for p in prompts], padding="max_length", max_length=self.recipe.text_len,
                                       truncation=True, add_special_tokens=True, return_attention_mask=True,
                                       return_tensors="pt")
         mask = tok.attention_mask.to(self.device)
