@@ -131,3 +131,22 @@ def test_audio_features_match_reference(monkeypatch):
     assert clips == want_clips
     assert got_bucketed.shape == want.shape
     assert diff < TOL
+
+
+def test_an_official_checkpoint_loads_unchanged(monkeypatch, tmp_path):
+    """What ``WanModel_S2V.save_pretrained`` writes (the released checkpoint's format: its config.json
+    leaves out patch_size, text_dim, qk_norm, cross_attn_norm and window_size, which take the defaults)
+    is read by our ``from_pretrained`` as it is, and computes the same thing."""
+    from wanflash.pipelines.s2v_model import WanS2VTransformer3DModel
+
+    ref_mod = load(monkeypatch, "modules.s2v.model_s2v")
+    cfg = _config(text_dim=4096)
+    ref = ref_mod.WanModel_S2V(**cfg).eval()
+    randomize(ref, seed=6)
+    ref.save_pretrained(tmp_path)
+    ours = WanS2VTransformer3DModel.from_pretrained(tmp_path).eval()
+    inp = _inputs(seed=7, text_dim=4096)
+    want, got = _run_both(ref, ours, inp, t=250.0, drop=False)
+    diff = (got - want).abs().max().item()
+    print(f"S2V official checkpoint through from_pretrained: max abs diff {diff:.2e}")
+    assert diff < TOL
