@@ -325,4 +325,6 @@ class AudioDrivenPipeline:
 
     def __getattr__(self, name: str) -> Any:
         # memory_stats, transformers, text_to_video, ...: the video pipeline's.
+        if name == "video":  # not set yet (e.g. during unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.video, name)
