@@ -20,7 +20,7 @@ from wanflash.api.validation import ResolvedInputs, validate_video_task
 from wanflash.config import Settings
 from wanflash.media.probe import probe_file
 from wanflash.pipelines.profiles import PROFILES
-from wanflash.worker.child import decode_audio, render
+from wanflash.worker.render import Renderer, decode_audio
 from wanflash.worker.protocol import RunJob
 
 pytest.importorskip("torch")
@@ -65,7 +65,7 @@ def _render(engine: Any, tmp: Path, track: Path, *, with_image: bool = True) -> 
     out.mkdir(parents=True)
     job = RunJob(task_uuid=spec.task_uuid, attempt=1, spec_json=spec.model_dump_json(), out_dir=str(out),
                  image_path=image_path, audio_path=str(track))
-    done = render(engine, job, lambda *a: None)
+    done = Renderer(engine).render(job, lambda *a: None)
     import av
 
     with av.open(done.outputs[0].path) as c:
@@ -79,8 +79,8 @@ def test_two_tracks_give_two_pictures_and_the_track_is_the_soundtrack(s2v_engine
     noise = (rng.standard_normal((2, 88200)) * 0.3).astype(np.float32)
     done_a, a = _render(s2v_engine, tmp_path / "a", _track(tmp_path / "a.wav", speech))
     done_b, b = _render(s2v_engine, tmp_path / "b", _track(tmp_path / "b.wav", noise))
-    assert done_a.info["a2v"] == {"model": "tiny-s2v", "conditioning": "image+audio+prompt"}
-    assert done_a.info["clips"] == 2  # 17 + 20 frames >= 32: the chaining path ran
+    assert done_a.pipeline_info["a2v"] == {"model": "tiny-s2v", "conditioning": "image+audio+prompt"}
+    assert done_a.pipeline_info["clips"] == 2  # 17 + 20 frames >= 32: the chaining path ran
     assert a.shape == b.shape == (32, H, W, 3)
     # Same image, prompt and seed: only the track differs. (The toy's random VAE keeps its pictures near
     # flat grey, so the differences are a few levels: measured mean 1.0, max 64 before encoding.)
@@ -94,7 +94,7 @@ def test_two_tracks_give_two_pictures_and_the_track_is_the_soundtrack(s2v_engine
 
 def test_without_an_image_the_track_is_only_muxed(s2v_engine, tmp_path: Path) -> None:
     done, frames = _render(s2v_engine, tmp_path, _track(tmp_path / "t.wav", chirp(2.0, 44100)), with_image=False)
-    assert "a2v" not in done.info and frames.shape[0] == 32
+    assert "a2v" not in done.pipeline_info and frames.shape[0] == 32
 
 
 def test_a2v_none_builds_no_stage(tmp_path: Path) -> None:

@@ -139,7 +139,24 @@ class SingleShotStage:
         return pipeline.generate(plan.spec, on_step, image=plan.image)
 
 
-DEFAULT_STAGES: tuple[Stage, ...] = (MultiShotStage(), SingleShotStage())
+class AudioToVideoStage:
+    """``inputs.audio`` with a start image on a pipeline that ``hears_audio`` (the Wan2.2-S2V stage,
+    :mod:`wanflash.pipelines.s2v`): the picture is rendered from the image, the prompt and the track.
+    Multi-shot plans and pipelines without the stage keep the track as the soundtrack only."""
+
+    name = "a2v"
+
+    def accepts(self, plan: Plan) -> bool:
+        return bool(plan.audio_path) and plan.image is not None and not plan.shots
+
+    def run(self, pipeline: VideoPipeline, plan: Plan, on_step: OnStep) -> GenerationResult:
+        if not getattr(pipeline, "hears_audio", False) or plan.audio_path is None:
+            return pipeline.generate(plan.spec, on_step, image=plan.image)
+        return pipeline.generate(plan.spec, on_step, image=plan.image,  # type: ignore[call-arg]
+                                 audio=decode_audio(plan.audio_path))
+
+
+DEFAULT_STAGES: tuple[Stage, ...] = (AudioToVideoStage(), MultiShotStage(), SingleShotStage())
 
 
 # ------------------------------------------------------------------ the runner
