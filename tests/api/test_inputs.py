@@ -94,8 +94,9 @@ def test_an_upload_reference_counts_as_a_use_and_a_swept_one_is_a_clear_error(tm
 
 def _router(tmp_path: Path, submit_error: Exception | None) -> tuple[object, LocalStore]:
     """A TaskRouter over real inputs storage and a job service whose submit fails with ``submit_error``."""
+    from wanflash.api.fleet import Fleet
     from wanflash.api.tasks import TaskRouter
-    from wanflash.pipelines.profiles import get_profile
+    from wanflash.jobs.capabilities import capabilities_for
 
     class Jobs:
         async def in_flight(self, key_hash: str) -> int:
@@ -108,10 +109,14 @@ def _router(tmp_path: Path, submit_error: Exception | None) -> tuple[object, Loc
             if submit_error is not None:
                 raise submit_error
 
+        async def workers(self) -> list[object]:
+            return []  # no worker published: the Fleet plans with its own (tiny) capabilities
+
     settings = make_settings(tmp_path)
     storage = LocalStore(tmp_path / "media")
     jobs = Jobs()
-    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), None, get_profile("tiny"))  # type: ignore[arg-type]
+    fleet = Fleet(jobs, own=capabilities_for(settings))  # type: ignore[arg-type]
+    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), None, fleet)  # type: ignore[arg-type]
     return router, storage
 
 

@@ -7,7 +7,9 @@ background, so the server accepts connections at once) and stops both on shutdow
 The job source is the embedded SQLite file, or PostgreSQL when ``settings.database_url`` is set
 (:func:`wanflash.jobs.source.open_job_source`). With ``worker=False`` (``wanflash api``) the app
 has no supervisor and no executor: it is a stateless API replica over the shared database, and
-runs the webhook delivery loop (leased rows, so any number of replicas can run it).
+runs the webhook delivery loop (leased rows, so any number of replicas can run it). Either way
+tasks are planned for what the workers publish (:mod:`wanflash.api.fleet`), not for this
+process's engine settings.
 Routes: ``/v1`` (REST and WebSocket), ``/media``, ``/health``, ``/openapi.json``, ``/metrics``
 (unless ``settings.metrics`` is off) and the playground at ``/`` (when ``settings.playground``).
 
@@ -36,16 +38,17 @@ from starlette.websockets import WebSocket
 
 from wanflash.api import http, ops, playground
 from wanflash.api.auth import KeyRing, db_path
+from wanflash.api.fleet import Fleet
 from wanflash.api.inputs import InputResolver
 from wanflash.api.limits import BodyLimits
 from wanflash.api.tasks import TaskRouter
 from wanflash.api.ws import Session
 from wanflash.config import Settings
 from wanflash.delivery import outbox, retention
+from wanflash.jobs.capabilities import capabilities_for
 from wanflash.jobs.service import JobService
 from wanflash.jobs.source import JobSource, open_job_source
 from wanflash.observability.metrics import Metrics
-from wanflash.pipelines.profiles import get_profile
 from wanflash.storage import create_store
 from wanflash.storage.base import ObjectStore
 from wanflash.storage.links import MediaLinks
@@ -82,8 +85,11 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     wake = asyncio.Event()
     jobs = JobService(store, wake)
     keys = KeyRing(settings, store)
-    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), links, get_profile(settings.profile))
     ex = (executor or create_executor(settings, pipeline_factory)) if worker else None
+    # Plans come from what the live workers publish; this process's own settings only stand in when
+    # it hosts the worker (serve) and no record is live yet.
+    fleet = Fleet(jobs, own=capabilities_for(settings) if ex is not None else None)
+    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), links, fleet)
     metrics = Metrics()
     metrics.watch_store(store, (lambda: ex.state) if ex is not None else None)
     supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics) if ex is not None else None

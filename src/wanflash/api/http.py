@@ -136,8 +136,9 @@ async def media(request: Request) -> Response:
 async def health(request: Request) -> Response:
     svc = _services(request)
     counts = await svc.jobs.counts()
+    workers = await svc.router.fleet.summary()
     if svc.executor is None or svc.supervisor is None:  # `wanflash api`: the workers report elsewhere
-        return JSONResponse({"status": "ok", "role": "api", "tasks": counts})
+        return JSONResponse({"status": "ok", "role": "api", "tasks": counts, "workers": workers})
     executor_state = svc.executor.state
     ok = executor_state in ("ready", "loading")
     return JSONResponse({
@@ -145,4 +146,5 @@ async def health(request: Request) -> Response:
         "executor": {"kind": svc.executor.name, "state": executor_state},
         "profile": svc.settings.profile,
         "tasks": counts,  # counts only: /health needs no key, so it names no task
+        "workers": workers,  # capabilities and counts, no task or worker names
     }, status_code=200 if ok else 503)

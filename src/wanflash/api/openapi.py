@@ -185,7 +185,7 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
             },
         }},
         "/health": {"get": {
-            "summary": "Executor state and task counts",
+            "summary": "Executor state, task counts and the live workers' capabilities",
             "responses": {"200": {"description": "Ready or loading.", "content": {"application/json": {
                 "schema": {"type": "object"}}}}, "503": {"description": "The executor failed."}},
         }},

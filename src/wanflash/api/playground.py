@@ -5,10 +5,11 @@
   allows scripts and styles from this origin only.
 * ``GET /playground/config.json``: the model id, the listed sizes, each option's limits and
   enums (read from the wire model's JSON schema) and the defaults (what :func:`plan_job` makes
-  of a minimal task), so the page offers exactly what the server accepts.
+  of a minimal task), so the page offers exactly what the server accepts; ``profile`` and ``fps``
+  are what the workers publish (:mod:`wanflash.api.fleet`; null before any worker has).
 * ``POST /playground/estimate``: ``{"task": <videoInference task>, "imageSize": [w, h]}`` ->
-  the size, duration, frames and cost the server would plan (:func:`plan_job`, priced by
-  :mod:`wanflash.api.pricing`), or the Runware errors naming each bad parameter. Nothing is
+  the size, duration, frames and cost the server would plan (:func:`plan_job` for the profile
+  the workers serve, priced by :mod:`wanflash.api.pricing`), or the Runware errors naming each bad parameter. Nothing is
   fetched or stored and no key is needed: it reveals prices and rules only.
 
 The page itself talks to ``/v1`` over the WebSocket with the user's API key, like any client.
@@ -30,6 +31,7 @@ from wanflash import MODEL_ID
 from wanflash.api.protocol import VideoInferenceTask
 from wanflash.api.validation import SIZES, ResolvedInputs, parse_video_task, plan_job
 from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.pipelines.profiles import get_profile
 
 if TYPE_CHECKING:
     from wanflash.api.app import Services
@@ -72,17 +74,19 @@ def _limits(prop: dict[str, Any]) -> dict[str, Any]:
     return {k: branch[k] for k in keys if k in branch}
 
 
-def playground_config(services: "Services") -> dict[str, Any]:
+async def playground_config(services: "Services") -> dict[str, Any]:
     schema = VideoInferenceTask.model_json_schema()
     props = schema["properties"]
     defs = schema["$defs"]
     minimal = parse_video_task({"taskType": "videoInference", "taskUUID": str(uuid.uuid4()), "model": MODEL_ID,
                                 "positivePrompt": "x", "resolution": "720p"})
-    spec = plan_job(minimal, profile=services.router.profile)
+    # The profile the workers serve (None before any worker has published, in `wanflash api`).
+    target = await services.router.fleet.preview()
+    spec = plan_job(minimal, profile=target or get_profile(services.settings.profile))
     return {
         "model": MODEL_ID,
-        "profile": services.settings.profile,
-        "fps": spec.fps,
+        "profile": target.profile if target else None,
+        "fps": spec.fps if target else None,
         "sizes": {cls: [list(wh) for wh in whs] for cls, whs in SIZES.items()},
         "limits": {
             **{name: _limits(props[name]) for name in OPTIONS},
@@ -98,7 +102,7 @@ def playground_config(services: "Services") -> dict[str, Any]:
 
 
 async def config(request: Request) -> Response:
-    return JSONResponse(playground_config(_services(request)))
+    return JSONResponse(await playground_config(_services(request)))
 
 
 async def estimate(request: Request) -> Response:
@@ -106,7 +110,8 @@ async def estimate(request: Request) -> Response:
         body = EstimateRequest.model_validate_json(await request.body())
         task = parse_video_task(body.task)
         inputs = ResolvedInputs(image_size=body.imageSize)
-        spec = plan_job(task, profile=_services(request).router.profile, inputs=inputs)
+        target = await _services(request).router.fleet.plan_target(task)  # as a submit would plan it
+        spec = plan_job(task, profile=target, inputs=inputs)
     except ValidationError as exc:
         err = RunwareError("invalidPayload", f"Expected {{\"task\": {{...}}, \"imageSize\": [w, h]}}: "
                            f"{exc.errors(include_url=False)[0]['msg']}.")

@@ -5,8 +5,10 @@ pings themselves, then hand every other task object here. :meth:`TaskRouter.hand
 raises: a bad task becomes ``errors`` items carrying its ``taskType`` and ``taskUUID`` and an
 HTTP status (400 invalid, 404 unknown task, 5xx server side), exactly as protocol §5 asks.
 
-``videoInference`` is checked (:func:`parse_video_task`), its inputs fetched and stored
-(:mod:`wanflash.api.inputs`), planned (:func:`plan_job`), persisted, and acknowledged with
+``videoInference`` is checked (:func:`parse_video_task`), matched to what the live workers serve
+(:mod:`wanflash.api.fleet`: the profile it is planned for, and a refusal when no worker can give it
+the audio or content check it asks for), its inputs fetched and stored
+(:mod:`wanflash.api.inputs`), planned (:func:`plan_job`) for that profile, persisted, and acknowledged with
 ``{"taskType":"videoInference","taskUUID":T}`` at once. A reused taskUUID is refused with
 ``conflictTaskUUID`` *before* any input is written, so a resubmission cannot touch the inputs
 of the task that owns that id. ``webhookURL`` and ``uploadEndpoint`` are checked against the
@@ -31,16 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from wanflash.api.limits import RateLimiter
 from wanflash.api.ssrf import validate_url
-from wanflash.api.validation import check_safety_supported, check_task_uuid, parse_video_task, plan_job
+from wanflash.api.validation import check_task_uuid, parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.observability.logs import task_context
 
 if TYPE_CHECKING:
+    from wanflash.api.fleet import Fleet
     from wanflash.api.inputs import InputResolver
     from wanflash.config import Settings
     from wanflash.jobs.service import JobService
-    from wanflash.pipelines.profiles import Profile
     from wanflash.storage.links import MediaLinks
 
 log = logging.getLogger(__name__)
@@ -110,12 +112,12 @@ def _str(task: dict[str, Any], name: str) -> str | None:
 
 class TaskRouter:
     def __init__(self, settings: "Settings", jobs: "JobService", resolver: "InputResolver", links: "MediaLinks",
-                 profile: "Profile") -> None:
+                 fleet: "Fleet") -> None:
         self.settings = settings
         self.jobs = jobs
         self.resolver = resolver
         self.links = links
-        self.profile = profile
+        self.fleet = fleet
         self._submitting: set[str] = set()
         self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
@@ -166,9 +168,9 @@ class TaskRouter:
                                task_type=task_type, task_uuid=tu)
 
     async def _video_inference(self, raw: dict[str, Any], base_url: str, key_hash: str | None = None) -> Reply:
-        task = parse_video_task(raw, native_audio=self.settings.audio_model != "none")
+        task = parse_video_task(raw)
         tu = task.taskUUID
-        check_safety_supported(task, detector=self.settings.safety_detector)
+        target = await self.fleet.plan_target(task)  # refuses audio/safety no worker serves
         for name in ("webhookURL", "uploadEndpoint"):
             url = getattr(task, name)
             if url is not None:
@@ -194,7 +196,7 @@ class TaskRouter:
         try:
             inputs = await self.resolver.resolve(task, key_hash)  # on failure it removes what it stored
             try:
-                spec = plan_job(task, profile=self.profile, inputs=inputs)
+                spec = plan_job(task, profile=target, inputs=inputs)
                 await self.jobs.submit(spec, key_hash=key_hash, max_in_flight=cap)
             except Exception as exc:
                 # A refused task leaves no inputs behind; but a conflict lost to another API process

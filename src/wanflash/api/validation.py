@@ -6,7 +6,9 @@ with a frame image picks the listed size closest to the image's aspect ratio.
 1. :func:`parse_video_task` checks types, ranges, enums, unknown fields and every cross-field
    rule on the model page. It needs nothing but the request.
 2. :func:`plan_job` applies defaults, picks the size, plans frames and seeds and prices the
-   task, given what the inputs resolved to (storage keys, image size, audio length).
+   task, given what the inputs resolved to (storage keys, image size, audio length) and the
+   profile it will run on (its name and fps: in the service, what the chosen live workers
+   published, see :mod:`wanflash.api.fleet`).
 
 :func:`validate_video_task` chains both with a caller-supplied input resolver. Every failure is
 an :class:`InvalidRequest` whose items name the parameter; nothing here uses ``assert``.
@@ -19,7 +21,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -28,9 +30,19 @@ from wanflash.api.pricing import task_cost
 from wanflash.api.protocol import MAX_SEED, VideoInferenceTask
 from wanflash.errors import InvalidRequest, RunwareError
 from wanflash.jobs.model import JobSpec
-from wanflash.pipelines.profiles import Profile
 
 TASK_TYPE = "videoInference"
+
+
+class PlanProfile(Protocol):
+    """What planning needs of a profile: a :class:`~wanflash.pipelines.profiles.Profile`, or the
+    :class:`~wanflash.jobs.capabilities.WorkerCapabilities` a worker published."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fps(self) -> int: ...
 
 # The ten sizes on the model page, by resolution class.
 SIZES: dict[str, list[tuple[int, int]]] = {
@@ -172,11 +184,8 @@ def parse_video_task(raw: Mapping[str, Any], *, native_audio: bool = True) -> Vi
                            "track is the output's soundtrack. Omit providerSettings.alibaba.audio or set it true.",
                            "providerSettings.alibaba.audio", tu))
 
-    has_track = bool(task.inputs and task.inputs.audio)
-    if not native_audio and not has_track and not (alibaba and alibaba.audio is False):
-        errors.append(_err("unsupportedAudio",
-                           "This server has no audio model: set providerSettings.alibaba.audio to false, or "
-                           "supply the soundtrack in inputs.audio.", "providerSettings.alibaba.audio", tu))
+    if not native_audio and needs_generated_audio(task):
+        errors.append(unsupported_audio(tu, "This server has no audio model"))
 
     if task.safety and task.safety.checkContent is False and task.safety.mode in ("fast", "full"):
         errors.append(_err("conflictSafety", "safety.mode requires safety.checkContent to be true (or omitted).",
@@ -215,7 +224,7 @@ def pick_size(resolution: str, image_size: tuple[int, int] | None) -> tuple[int,
 def plan_job(
     task: VideoInferenceTask,
     *,
-    profile: Profile,
+    profile: PlanProfile,
     inputs: ResolvedInputs = ResolvedInputs(),
     draw_seed: Callable[[], int] = lambda: secrets.randbelow(MAX_SEED + 1),
 ) -> JobSpec:
@@ -291,22 +300,31 @@ def requested_safety_mode(task: VideoInferenceTask) -> str:
     return "fast" if task.safety.checkContent else "none"
 
 
-def check_safety_supported(task: VideoInferenceTask, *, detector: str) -> None:
-    """Refuse a request that asks for content checking when no detector is configured: the
-    server must not accept a check it cannot perform (and must never report one it did not)."""
-    if detector == "none" and requested_safety_mode(task) != "none":
-        param = "safety.mode" if task.safety is not None and task.safety.mode is not None else "safety.checkContent"
-        raise InvalidRequest([_err(
-            "unsupportedSafetyCheck",
-            "Content checking was requested, but this server has no content detector configured "
-            "(WANFLASH_SAFETY_DETECTOR); send safety.checkContent false or ask the operator to enable one.",
-            param, task.taskUUID)])
+def needs_generated_audio(task: VideoInferenceTask) -> bool:
+    """The output has sound (``audio`` not false) and no ``inputs.audio`` track supplies it: an
+    audio model must generate it."""
+    alibaba = task.providerSettings.alibaba if task.providerSettings else None
+    return not (task.inputs and task.inputs.audio) and not (alibaba and alibaba.audio is False)
+
+
+def unsupported_audio(task_uuid: str | None, why: str) -> RunwareError:
+    """``why`` (e.g. "This server has no audio model"), and what the client can do instead."""
+    return _err("unsupportedAudio", f"{why}: set providerSettings.alibaba.audio to false, or supply the "
+                "soundtrack in inputs.audio.", "providerSettings.alibaba.audio", task_uuid)
+
+
+def unsupported_safety(task: VideoInferenceTask, why: str) -> RunwareError:
+    """``why`` (e.g. "no worker has a content detector (WANFLASH_SAFETY_DETECTOR)"), naming the safety parameter the request used."""
+    param = "safety.mode" if task.safety is not None and task.safety.mode is not None else "safety.checkContent"
+    return _err("unsupportedSafetyCheck",
+                f"Content checking was requested, but {why}; send safety.checkContent false or ask the "
+                "operator to enable one.", param, task.taskUUID)
 
 
 Resolver = Callable[[VideoInferenceTask], ResolvedInputs]
 
 
-def validate_video_task(raw: Mapping[str, Any], *, profile: Profile, resolve: Resolver | None = None,
+def validate_video_task(raw: Mapping[str, Any], *, profile: PlanProfile, resolve: Resolver | None = None,
                         native_audio: bool = True) -> JobSpec:
     """The whole edge check: parse, resolve inputs (if a resolver is given), plan.
 

@@ -11,6 +11,10 @@ How the two fit together:
   (``FOR UPDATE SKIP LOCKED``, priority then FIFO) and then claim the task row; a token whose task
   is no longer waiting (done, cancelled, already re-dispatched) is dropped. The holder drops its
   token after the task's terminal write, so procrastinate's table only holds live tokens.
+* Queues per capability: a task's token waits in the procrastinate queue of its capability
+  (:func:`~wanflash.jobs.capabilities.task_queue`, stored in ``wanflash_tasks.queue``; see
+  :meth:`PostgresJobSource.token_queue`), and a claim with ``queues`` fetches from those only.
+  Workers publish what they serve into ``wanflash_workers``.
 * Liveness has two layers. Procrastinate's worker heartbeat (``register_worker`` /
   ``update_heartbeat`` every ``worker_heartbeat_seconds``) lets any worker find the tokens of a
   dead process (``get_stalled_jobs``) and ``retry_job`` them, voiding that task's lease at once;
@@ -36,11 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import procrastinate
@@ -51,6 +56,7 @@ from procrastinate.manager import get_channel_for_queues
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
+from wanflash.jobs.capabilities import KNOWN_WORKER_SECONDS, WorkerCapabilities, WorkerRecord, task_queue
 from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, dump_results
 from wanflash.jobs.source import (
     TERMINAL_STATES,
@@ -69,6 +75,7 @@ from wanflash.jobs.source import (
     media_due_bound,
     record_from_row,
     upload_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger(__name__)
@@ -144,7 +151,25 @@ OWNERSHIP_SCHEMA = """
 ALTER TABLE wanflash_uploads ADD COLUMN IF NOT EXISTS key_hash TEXT;
 """
 
+# Its own additive step (run after SCHEMA by `wanflash migrate`): each task's capability queue, and
+# the workers' published capabilities. Tasks and tokens from before are moved by _migrate_queues.
+CAPABILITIES_SCHEMA = """
+ALTER TABLE wanflash_tasks ADD COLUMN IF NOT EXISTS queue TEXT;
+CREATE TABLE IF NOT EXISTS wanflash_workers (
+    worker_id TEXT PRIMARY KEY,
+    caps      TEXT NOT NULL,
+    seen      DOUBLE PRECISION NOT NULL,
+    expires   DOUBLE PRECISION NOT NULL
+);
+"""
+_CHANNEL_MAX = 63  # PostgreSQL identifiers (NOTIFY channels too) are at most NAMEDATALEN - 1 bytes
+
 _CANCELLED = "error_code='taskCancelled', error_message='The task was cancelled.'"
+
+
+def _queue_of(row: Mapping[str, Any]) -> str:
+    """A task row's capability queue (computed from its spec for a row the migration has not seen)."""
+    return row["queue"] or task_queue(JobSpec.model_validate_json(row["spec"]))
 
 
 class PostgresJobSource:
@@ -263,6 +288,22 @@ class PostgresJobSource:
                 await conn.execute(procrastinate.schema.SchemaManager.get_schema())  # type: ignore[arg-type]
             await conn.execute(SCHEMA)  # type: ignore[arg-type]
             await conn.execute(OWNERSHIP_SCHEMA)  # type: ignore[arg-type]
+            await conn.execute(CAPABILITIES_SCHEMA)  # type: ignore[arg-type]
+            await self._migrate_queues(conn)
+
+    async def _migrate_queues(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Give tasks written before capability queues their queue, and move their tokens out of the
+        single queue of that time (``self.queue``) into it, so workers that claim by capability see them."""
+        for r in await self._q(conn, "SELECT task_uuid, spec FROM wanflash_tasks WHERE queue IS NULL "
+                                     "AND state IN ('queued','running')"):
+            await conn.execute("UPDATE wanflash_tasks SET queue=%s WHERE task_uuid=%s",
+                               (task_queue(JobSpec.model_validate_json(r["spec"])), r["task_uuid"]))
+        for r in await self._q(conn, "SELECT j.id, t.queue FROM procrastinate_jobs j JOIN wanflash_tasks t "
+                                     "ON t.task_uuid = j.args->>'task_uuid' WHERE j.queue_name=%s "
+                                     "AND j.task_name=%s AND j.status IN ('todo','doing') AND t.queue IS NOT NULL",
+                               (self.queue, TASK_NAME)):
+            await conn.execute("UPDATE procrastinate_jobs SET queue_name=%s WHERE id=%s",
+                               (self.token_queue(r["queue"]), r["id"]))
 
     # -- events
 
@@ -279,7 +320,9 @@ class PostgresJobSource:
         await asyncio.wait_for(self._listening.wait(), 30)
 
     async def _listen(self, ready: asyncio.Event) -> None:
-        channels = [EVENTS_CHANNEL, *get_channel_for_queues([self.queue])]
+        # Every queue: tokens live in one queue per capability, and an insert in a queue this process
+        # does not serve only costs it one empty fetch.
+        channels = [EVENTS_CHANNEL, *get_channel_for_queues(None)]
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
@@ -312,9 +355,17 @@ class PostgresJobSource:
 
     # -- dispatch tokens
 
-    async def _dispatch(self, conn: psycopg.AsyncConnection[Any], task_uuid: str, priority: int) -> None:
+    def token_queue(self, queue: str) -> str:
+        """The procrastinate queue of a capability queue: ``<self.queue>:<queue>``, or a digest of it when
+        procrastinate's NOTIFY channel for that name would be longer than PostgreSQL allows."""
+        name = f"{self.queue}:{queue}"
+        if len(next(iter(get_channel_for_queues([name]))).encode()) > _CHANNEL_MAX:
+            name = f"{self.queue}:{hashlib.blake2b(queue.encode(), digest_size=8).hexdigest()}"
+        return name
+
+    async def _dispatch(self, conn: psycopg.AsyncConnection[Any], task_uuid: str, priority: int, queue: str) -> None:
         """Defer the task's token inside the caller's transaction (a savepoint keeps a duplicate harmless)."""
-        job = Job(id=None, queue=self.queue, lock=None, queueing_lock=task_uuid, task_name=TASK_NAME,
+        job = Job(id=None, queue=self.token_queue(queue), lock=None, queueing_lock=task_uuid, task_name=TASK_NAME,
                   priority=priority, task_kwargs={"task_uuid": task_uuid})
         try:
             async with conn.transaction():
@@ -346,10 +397,10 @@ class PostgresJobSource:
             await self._ensure_listening()
         return self._worker_id
 
-    async def _fetch(self) -> Job | None:
+    async def _fetch(self, queues: list[str] | None) -> Job | None:
         worker_id = await self._ensure_worker()
         try:
-            return await self.jobs.fetch_job(queues=[self.queue], worker_id=worker_id)
+            return await self.jobs.fetch_job(queues=queues, worker_id=worker_id)
         except pexc.ConnectorException as exc:
             if not isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 raise
@@ -357,7 +408,7 @@ class PostgresJobSource:
         # tokens were retried and our leases voided, so nothing of ours is lost). Register again.
         log.warning("procrastinate worker %s was pruned as stalled; registering again", worker_id)
         self._worker_id = None
-        return await self.jobs.fetch_job(queues=[self.queue], worker_id=await self._ensure_worker())
+        return await self.jobs.fetch_job(queues=queues, worker_id=await self._ensure_worker())
 
     async def _beat(self, worker_id: int) -> None:
         while True:
@@ -399,12 +450,12 @@ class PostgresJobSource:
                     raise InFlightExceeded(int(rows[0]["n"]))
             rows = await self._q(
                 conn,
-                "INSERT INTO wanflash_tasks (task_uuid, spec, state, priority, max_attempts, created, key_hash) "
-                "VALUES (%s, %s, 'queued', %s, %s, %s, %s) ON CONFLICT (task_uuid) DO NOTHING RETURNING task_uuid",
-                (spec.task_uuid, spec.model_dump_json(), priority, self.max_attempts, t, key_hash))
+                "INSERT INTO wanflash_tasks (task_uuid, spec, state, priority, max_attempts, created, key_hash, queue) "
+                "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) ON CONFLICT (task_uuid) DO NOTHING RETURNING task_uuid",
+                (spec.task_uuid, spec.model_dump_json(), priority, self.max_attempts, t, key_hash, task_queue(spec)))
             if not rows:
                 raise DuplicateTask(spec.task_uuid)
-            await self._dispatch(conn, spec.task_uuid, priority)
+            await self._dispatch(conn, spec.task_uuid, priority, task_queue(spec))
 
     def in_flight(self, key_hash: str) -> int:
         row = self._call(self._one, "SELECT COUNT(*) AS n FROM wanflash_tasks WHERE key_hash=%s "
@@ -463,15 +514,19 @@ class PostgresJobSource:
         not matter here: leases of dead processes are recovered by procrastinate's heartbeat."""
         self._call(self._ensure_worker)
 
-    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:
-        """Reap stalled work, then take the next token (priority, then FIFO) and lease its task to ``owner``."""
-        return self._call(self._claim, owner, lease_seconds, time.time() if now is None else now)  # type: ignore[no-any-return]
+    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        """Reap stalled work, then take the next token of ``queues`` (None: any queue; priority, then FIFO)
+        and lease its task to ``owner``."""
+        tokens = None if queues is None else [self.token_queue(q) for q in queues]
+        return self._call(self._claim, owner, lease_seconds, time.time() if now is None else now,  # type: ignore[no-any-return]
+                          tokens)
 
-    async def _claim(self, owner: str, lease_seconds: float, t: float) -> Claim | None:
+    async def _claim(self, owner: str, lease_seconds: float, t: float, tokens: list[str] | None) -> Claim | None:
         await self._ensure_worker()
         await self._expire(t)
         while True:
-            job = await self._fetch()
+            job = await self._fetch(tokens)
             if job is None:
                 return None
             tu = str(job.task_kwargs.get("task_uuid", ""))
@@ -513,10 +568,11 @@ class PostgresJobSource:
             requeued = await self._q(
                 conn,
                 "UPDATE wanflash_tasks SET state='queued', lease_owner=NULL, lease_until=NULL "
-                "WHERE state='running' AND lease_until < %s AND attempt < max_attempts RETURNING task_uuid, priority",
+                "WHERE state='running' AND lease_until < %s AND attempt < max_attempts "
+                "RETURNING task_uuid, priority, queue, spec",
                 (t,))
             for r in requeued:
-                await self._dispatch(conn, r["task_uuid"], r["priority"])
+                await self._dispatch(conn, r["task_uuid"], r["priority"], _queue_of(r))
                 await self._notify(conn, TaskEvent("state", r["task_uuid"], TaskState.QUEUED.value))
             lost = await self._q(
                 conn,
@@ -600,7 +656,7 @@ class PostgresJobSource:
                 conn,
                 "UPDATE wanflash_tasks SET state='queued', lease_owner=NULL, lease_until=NULL, error_code=%s, "
                 "error_message=%s WHERE task_uuid=%s AND attempt=%s AND state='running' AND attempt < max_attempts "
-                "RETURNING priority",
+                "RETURNING priority, queue, spec",
                 (code, message, task_uuid, attempt))
             if rows:
                 await self._notify(conn, TaskEvent("state", task_uuid, TaskState.QUEUED.value))
@@ -614,7 +670,7 @@ class PostgresJobSource:
         except pexc.ConnectorException:
             await self._drop_token(job_id)
             async with self._tx() as conn:
-                await self._dispatch(conn, task_uuid, rows[0]["priority"])
+                await self._dispatch(conn, task_uuid, rows[0]["priority"], _queue_of(rows[0]))
         return True
 
     async def _emit_outbox(self, conn: psycopg.AsyncConnection[Any], task_uuid: str, t: float) -> None:
@@ -626,6 +682,30 @@ class PostgresJobSource:
                 "INSERT INTO wanflash_outbox (msg_id, task_uuid, url, body, expires_at, next_at, created) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
                 (m.msg_id, task_uuid, m.url, m.body, m.expires_at, t, t))
+
+    # -- worker capabilities
+
+    def publish_worker(self, worker_id: str, caps: WorkerCapabilities, ttl_seconds: float, *,
+                       now: float | None = None) -> None:
+        t = time.time() if now is None else now
+        self._call(self._publish, worker_id, caps.model_dump_json(), t, t + ttl_seconds)
+
+    async def _publish(self, worker_id: str, caps: str, t: float, expires: float) -> None:
+        async with self._tx() as conn:
+            await conn.execute("INSERT INTO wanflash_workers (worker_id, caps, seen, expires) VALUES (%s, %s, %s, %s) "
+                               "ON CONFLICT (worker_id) DO UPDATE SET caps=EXCLUDED.caps, seen=EXCLUDED.seen, "
+                               "expires=EXCLUDED.expires", (worker_id, caps, t, expires))
+            await conn.execute("DELETE FROM wanflash_workers WHERE seen < %s", (t - KNOWN_WORKER_SECONDS,))
+
+    def withdraw_worker(self, worker_id: str, *, now: float | None = None) -> None:
+        self._call(self._rowcount, "UPDATE wanflash_workers SET expires=LEAST(expires, %s) WHERE worker_id=%s",
+                   (time.time() if now is None else now, worker_id))
+
+    def workers(self, *, now: float | None = None) -> list[WorkerRecord]:
+        t = time.time() if now is None else now
+        rows = self._call(self._all, "SELECT * FROM wanflash_workers WHERE seen >= %s ORDER BY seen DESC, worker_id",
+                          (t - KNOWN_WORKER_SECONDS,))
+        return [worker_from_row(r) for r in rows]
 
     # -- webhook outbox
 

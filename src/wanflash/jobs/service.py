@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
+from wanflash.jobs.capabilities import WorkerRecord
 from wanflash.jobs.model import JobSpec
 from wanflash.jobs.source import DuplicateTask, InFlightExceeded, InsertRequest, JobSource, TaskRecord, Upload
 
@@ -110,6 +111,10 @@ class JobService:
 
     async def get_upload(self, upload_uuid: str) -> Upload | None:
         return await self._read(self.store.get_upload, upload_uuid)
+
+    async def workers(self) -> list[WorkerRecord]:
+        """The published workers (:meth:`~wanflash.jobs.source.JobSource.workers`): a few rows, read like a poll."""
+        return await self._read(self.store.workers)
 
     async def counts(self) -> dict[str, int]:
         return await asyncio.to_thread(self.store.counts)  # a scan of the whole table: never on the loop

@@ -27,6 +27,11 @@ The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same 
   ownership have no owner and are served to no key.
 * :meth:`~JobSource.subscribe` delivers :class:`TaskEvent` (queued, progress, state, cancel) to
   listeners in this process; the PostgreSQL adapter fans them out to every process with NOTIFY.
+* Each task waits in the queue of its capability (:func:`wanflash.jobs.capabilities.task_queue`);
+  :meth:`~JobSource.claim` with ``queues`` takes only from those (priority, then FIFO, across them).
+* Workers publish what they serve (:meth:`~JobSource.publish_worker`); :meth:`~JobSource.workers`
+  lists the records seen within :data:`~wanflash.jobs.capabilities.KNOWN_WORKER_SECONDS`, and a
+  record counts as live until its ``expires`` (the publisher's ttl, or its withdrawal).
 
 All methods are synchronous and short; async callers run them in a thread
 (:mod:`wanflash.jobs.service`, the supervisor), except the point reads of an adapter with
@@ -41,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, load_results
 
 if TYPE_CHECKING:
@@ -211,7 +217,10 @@ class JobSource(Protocol):
         ...
 
     # -- worker side, fenced by attempt
-    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None: ...
+    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        """Lease the next task (priority, then FIFO) from ``queues`` (None: from any queue)."""
+        ...
 
     def expire_leases(self, *, now: float | None = None) -> int: ...
 
@@ -230,6 +239,21 @@ class JobSource(Protocol):
              now: float | None = None) -> bool: ...
 
     def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool: ...
+
+    # -- worker capabilities (wanflash.jobs.capabilities)
+    def publish_worker(self, worker_id: str, caps: WorkerCapabilities, ttl_seconds: float, *,
+                       now: float | None = None) -> None:
+        """Record or refresh a worker: it counts as live until ``now + ttl_seconds``. Also forgets
+        workers not seen for :data:`~wanflash.jobs.capabilities.KNOWN_WORKER_SECONDS`."""
+        ...
+
+    def withdraw_worker(self, worker_id: str, *, now: float | None = None) -> None:
+        """The worker stopped: it is no longer live (its record stays, as last-known capabilities)."""
+        ...
+
+    def workers(self, *, now: float | None = None) -> list[WorkerRecord]:
+        """Workers seen within :data:`~wanflash.jobs.capabilities.KNOWN_WORKER_SECONDS`, latest first."""
+        ...
 
     # -- events
     def subscribe(self, listener: Listener) -> Callable[[], None]: ...
@@ -300,6 +324,12 @@ def upload_from_row(row: Mapping[str, Any]) -> Upload:
     """An ``uploads`` row (either adapter) as an :class:`Upload`."""
     return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"],
                   row["key_hash"] if "key_hash" in row.keys() else None)  # noqa: SIM118 - sqlite3.Row
+
+
+def worker_from_row(row: Mapping[str, Any]) -> WorkerRecord:
+    """A ``workers`` row (either adapter) as a :class:`WorkerRecord`."""
+    return WorkerRecord(row["worker_id"], WorkerCapabilities.model_validate_json(row["caps"]), row["seen"],
+                        row["expires"])
 
 
 def record_from_row(row: Mapping[str, Any]) -> TaskRecord:

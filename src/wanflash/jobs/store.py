@@ -12,6 +12,10 @@ Guarantees:
   worker whose lease expired and was taken over writes nothing and gets ``False`` back.
 * An expired lease re-queues the task while ``attempt < max_attempts``; after that the task
   fails with ``workerLost``. Claims take the highest ``priority`` first, then FIFO by creation time.
+* Each task carries its capability queue (``queue``, from :func:`~wanflash.jobs.capabilities.task_queue`);
+  a claim with ``queues`` takes only from those. Workers publish their capabilities into
+  ``workers``; the embedded (sole) worker's start expires every earlier record, since it alone
+  serves this file.
 * Listeners (:meth:`TaskStore.subscribe`) get a :class:`~wanflash.jobs.source.TaskEvent` after each
   commit that queues, progresses, ends or flags a task for cancellation (in this process only:
   one embedded process owns the file).
@@ -50,6 +54,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from wanflash.jobs.capabilities import KNOWN_WORKER_SECONDS, WorkerCapabilities, WorkerRecord, task_queue
 from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, dump_results
 from wanflash.jobs.source import (
     TERMINAL_STATES,
@@ -68,6 +73,7 @@ from wanflash.jobs.source import (
     media_due_bound,
     record_from_row,
     upload_from_row,
+    worker_from_row,
 )
 
 __all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "InsertRequest", "OutboxMessage",
@@ -150,6 +156,7 @@ class TaskStore:
         self._db.executescript(SCHEMA)
         self._migrate()
         self._migrate_ownership()
+        self._migrate_capabilities()
         self._render: OutboxRenderer | None = None
         self._listeners = Listeners()
 
@@ -193,6 +200,19 @@ class TaskStore:
         # retention sweep deletes them on its usual clock.
         if "key_hash" not in {r["name"] for r in self._db.execute("PRAGMA table_info(uploads)").fetchall()}:
             self._db.execute("ALTER TABLE uploads ADD COLUMN key_hash TEXT")
+
+    def _migrate_capabilities(self) -> None:
+        # Its own additive step: the capability queue of each task, and the workers' published records.
+        self._db.execute("CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, caps TEXT NOT NULL, "
+                         "seen REAL NOT NULL, expires REAL NOT NULL)")
+        if "queue" not in {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)").fetchall()}:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN queue TEXT")
+        # Tasks written before queues existed (only waiting or running ones can be claimed again).
+        for row in self._db.execute("SELECT task_uuid, spec FROM tasks WHERE queue IS NULL "
+                                    "AND state IN ('queued','running')").fetchall():
+            self._db.execute("UPDATE tasks SET queue=? WHERE task_uuid=?",
+                             (task_queue(JobSpec.model_validate_json(row["spec"])), row["task_uuid"]))
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_claim_queue ON tasks (state, queue, priority DESC, created)")
 
     def close(self) -> None:
         with self._lock:
@@ -276,10 +296,10 @@ class TaskStore:
                 try:
                     # One statement: a constraint failure undoes only this row, not the batch.
                     db.execute(
-                        "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash, priority) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO tasks (task_uuid, spec, state, max_attempts, created, key_hash, priority, queue) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (r.spec.task_uuid, r.spec.model_dump_json(), TaskState.QUEUED.value, self.max_attempts,
-                         t, r.key_hash, r.priority),
+                         t, r.key_hash, r.priority, task_queue(r.spec)),
                     )
                 except sqlite3.IntegrityError:
                     out.append(DuplicateTask(r.spec.task_uuid))
@@ -370,23 +390,31 @@ class TaskStore:
 
     def worker_started(self, *, sole: bool = True) -> None:
         """The embedded process has exactly one worker: rows left 'running' by a previous process are
-        orphans. Beside other workers (``sole=False``, a worker group) they are not; their leases expire."""
+        orphans, and so are the worker records a previous process published (they stay as last-known
+        capabilities, not live). Beside other workers (``sole=False``, a worker group) they are not;
+        their leases and records expire."""
         if sole:
             self.release_all_leases()
+            self._write("UPDATE workers SET expires=MIN(expires, ?)", (time.time(),))
 
-    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None) -> Claim | None:
-        """Take the highest-priority, then oldest, queued task (after expiring stale leases) and lease it
-        to ``owner``."""
+    def claim(self, owner: str, lease_seconds: float, *, now: float | None = None,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        """Take the highest-priority, then oldest, queued task of ``queues`` (None: any) after expiring
+        stale leases, and lease it to ``owner``."""
         t = time.time() if now is None else now
         self.expire_leases(now=t)
+        where, params = "", tuple[str, ...]()
+        if queues is not None:
+            params = tuple(queues)
+            where = f" AND queue IN ({','.join('?' * len(params))})"
         with self._tx() as db:
             row = db.execute(
                 "UPDATE tasks SET state='running', attempt=attempt+1, lease_owner=?, lease_until=?, "
                 "started=?, progress_step=0, progress_total=0, progress_stage=NULL "
-                "WHERE task_uuid = (SELECT task_uuid FROM tasks WHERE state='queued' "
+                f"WHERE task_uuid = (SELECT task_uuid FROM tasks WHERE state='queued'{where} "
                 "                   ORDER BY priority DESC, created, rowid LIMIT 1) "
                 "RETURNING task_uuid, attempt, spec, created",
-                (owner, t + lease_seconds, t),
+                (owner, t + lease_seconds, t, *params),
             ).fetchone()
         if row is None:
             return None
@@ -473,6 +501,27 @@ class TaskStore:
         if ok:
             self._listeners.emit(TaskEvent("state", task_uuid, TaskState.CANCELLED.value))
         return ok
+
+    # -- worker capabilities
+
+    def publish_worker(self, worker_id: str, caps: WorkerCapabilities, ttl_seconds: float, *,
+                       now: float | None = None) -> None:
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute("INSERT INTO workers (worker_id, caps, seen, expires) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (worker_id) DO UPDATE SET caps=excluded.caps, seen=excluded.seen, "
+                       "expires=excluded.expires", (worker_id, caps.model_dump_json(), t, t + ttl_seconds))
+            db.execute("DELETE FROM workers WHERE seen < ?", (t - KNOWN_WORKER_SECONDS,))
+
+    def withdraw_worker(self, worker_id: str, *, now: float | None = None) -> None:
+        self._write("UPDATE workers SET expires=MIN(expires, ?) WHERE worker_id=?",
+                    (time.time() if now is None else now, worker_id))
+
+    def workers(self, *, now: float | None = None) -> list[WorkerRecord]:
+        t = time.time() if now is None else now
+        rows = self._all("SELECT * FROM workers WHERE seen >= ? ORDER BY seen DESC, worker_id",
+                         (t - KNOWN_WORKER_SECONDS,))
+        return [worker_from_row(r) for r in rows]
 
     # -- webhook outbox
 

@@ -10,6 +10,13 @@ One asyncio task in the serve process. For each claimed task it
 3. probes every encoded file, puts it in storage under ``outputs/{taskUUID}/{i}.{ext}`` and
    completes the task with one result per video (``videoUUID``, ``seed``, ``key``, media facts).
 
+What it serves: at start the supervisor publishes its :class:`~wanflash.jobs.capabilities.WorkerCapabilities`
+(profile, fps, audio model, detector, prompt extender, from its settings) into the store, again
+every ``heartbeat_seconds`` (live for ``lease_seconds``), and withdraws them at stop; the API plans
+from them. It claims only from the queues those capabilities serve, and still refuses a claimed
+spec planned for another profile or needing a feature it lacks (``profileMismatch``,
+``unsupportedAudio``, ``unsupportedSafetyCheck``; not retried) before running anything.
+
 The store is any :class:`~wanflash.jobs.source.JobSource` (embedded SQLite or PostgreSQL). Its
 events wake the loop when a task is queued and forward a cancellation to the executor at once;
 the heartbeat also polls ``cancel_requested`` in case an event was missed.
@@ -39,6 +46,7 @@ are recorded from the events seen here (:class:`~wanflash.observability.metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -52,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
+from wanflash.jobs.capabilities import WorkerCapabilities, capabilities_for
 from wanflash.jobs.model import OutputRecord
 from wanflash.jobs.source import Claim, JobSource, TaskEvent
 from wanflash.observability.logs import task_context
@@ -106,8 +115,9 @@ def sweep_tmp(root: Path) -> int:
 class Supervisor:
     def __init__(self, settings: "Settings", store: JobSource, storage: "ObjectStore", executor: Executor, *,
                  wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True,
-                 metrics: "Metrics | None" = None) -> None:
+                 metrics: "Metrics | None" = None, capabilities: WorkerCapabilities | None = None) -> None:
         self.settings = settings
+        self.caps = capabilities or capabilities_for(settings)
         self.store = store
         self.storage = storage
         self.executor = executor
@@ -119,6 +129,7 @@ class Supervisor:
         # which leftovers are a dead process's (see sweep_tmp) while others share the data dir.
         self.tmp_root = Path(settings.data_dir) / "tmp" / f"{socket.gethostname()}-{os.getpid()}"
         self._task: asyncio.Task[None] | None = None
+        self._advertiser: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.current: str | None = None
         self.metrics = metrics
@@ -138,6 +149,8 @@ class Supervisor:
         # the store (a worker group), whose leases expire instead. PostgreSQL: register with
         # procrastinate (worker heartbeat) and listen for dispatch and abort notifications.
         self.store.worker_started(sole=self.release_orphans)
+        # Before the model loads: the API may queue for this worker at once (the task waits for the load).
+        self.store.publish_worker(self.owner, self.caps, self.settings.lease_seconds)
         loop = asyncio.get_running_loop()
 
         def on_event(event: TaskEvent) -> None:  # called from the store's thread
@@ -149,11 +162,30 @@ class Supervisor:
         self._unsubscribe = self.store.subscribe(on_event)
         self.executor.start()
         self._task = loop.create_task(self._loop(), name="wanflash-supervisor")
+        self._advertiser = loop.create_task(self._advertise(), name="wanflash-capabilities")
+
+    async def _advertise(self) -> None:
+        """Refresh this worker's record every heartbeat, while it runs a task too: it stays live."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await asyncio.to_thread(self.store.publish_worker, self.owner, self.caps, self.settings.lease_seconds)
+            except Exception:
+                log.warning("publishing this worker's capabilities failed", exc_info=True)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._advertiser is not None:
+            self._advertiser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._advertiser
+            self._advertiser = None
+            try:
+                await asyncio.to_thread(self.store.withdraw_worker, self.owner)
+            except Exception:
+                log.warning("withdrawing this worker's capabilities failed", exc_info=True)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -166,7 +198,8 @@ class Supervisor:
     async def _loop(self) -> None:
         while True:
             try:
-                claim = await asyncio.to_thread(self.store.claim, self.owner, self.settings.lease_seconds)
+                claim = await asyncio.to_thread(self.store.claim, self.owner, self.settings.lease_seconds,
+                                                queues=self.caps.queues())
             except Exception:
                 log.exception("claim failed")
                 claim = None
@@ -192,6 +225,11 @@ class Supervisor:
     async def _process(self, claim: Claim) -> None:
         spec = claim.spec
         tu, attempt = claim.task_uuid, claim.attempt
+        refusal = self.caps.refusal(spec)
+        if refusal is not None:
+            log.warning("task %s refused: %s", tu, refusal[1])
+            await asyncio.to_thread(self.store.fail, tu, attempt, *refusal)
+            return
         self.current = tu
         out_dir = Path(tempfile.mkdtemp(prefix=f"{tu}-", dir=self.tmp_root))
         lost = asyncio.Event()
