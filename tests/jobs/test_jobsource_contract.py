@@ -14,6 +14,7 @@ import pytest
 
 from tests.jobs.test_store import spec
 from tests.jobs.records import output
+from wanflash.jobs.capabilities import KNOWN_WORKER_SECONDS, WorkerCapabilities
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent
 
@@ -366,3 +367,68 @@ def test_ownership_migration_keeps_existing_uploads_unowned(adapter: Adapter) ->
     assert up is not None and up.key == "uploads/legacy.png" and up.owner is None
     src.add_upload("new", "image", "uploads/new.png", "image/png", owner="digest-b")
     assert (src.get_upload("new") or pytest.fail("missing")).owner == "digest-b"
+
+
+def caps(profile: str = "tiny", fps: int = 16, **kw: Any) -> WorkerCapabilities:
+    return WorkerCapabilities(profile=profile, fps=fps, max_clip_frames=81, **kw)
+
+
+def test_claims_only_from_the_queues_a_worker_serves(src: JobSource) -> None:
+    five_b = spec().model_copy(update={"profile": "wan2.2-ti2v-5b", "fps": 24, "num_frames": 48, "audio": False})
+    tiny_audio = spec()  # its sound must be generated: queue tiny+audio
+    tiny_silent = spec().model_copy(update={"audio": False})
+    tiny_checked = spec().model_copy(update={"audio": False, "safety_mode": "fast", "safety_check": True})
+    for i, s in enumerate((five_b, tiny_audio, tiny_silent, tiny_checked)):
+        src.insert(s, now=100.0 + i)
+    silent_tiny = caps()  # no audio model, no detector: the plain tiny queue only
+    assert silent_tiny.queues() == ["tiny"]
+    c = src.claim("w", 30, now=200, queues=silent_tiny.queues())
+    assert c and c.task_uuid == tiny_silent.task_uuid
+    assert src.claim("w", 30, now=200, queues=silent_tiny.queues()) is None  # the others need what it lacks
+    c = src.claim("w", 30, now=200, queues=caps(native_audio="ltx2", safety_detector="nudenet").queues())
+    assert c and c.task_uuid == tiny_audio.task_uuid  # FIFO across its four queues
+    c = src.claim("w", 30, now=200, queues=caps(native_audio="ltx2", safety_detector="nudenet").queues())
+    assert c and c.task_uuid == tiny_checked.task_uuid
+    c = src.claim("w", 30, now=200, queues=caps("wan2.2-ti2v-5b", 24).queues())
+    assert c and c.task_uuid == five_b.task_uuid and c.spec.fps == 24
+    assert src.claim("w", 30, now=200) is None
+
+
+def test_a_requeued_task_stays_in_its_queue(src: JobSource) -> None:
+    five_b = spec().model_copy(update={"profile": "wan2.2-ti2v-5b", "fps": 24, "num_frames": 48, "audio": False})
+    src.insert(five_b, now=0)
+    mine = caps("wan2.2-ti2v-5b", 24).queues()
+    c = src.claim("a", 10, now=1, queues=mine)
+    assert c and src.fail(five_b.task_uuid, c.attempt, "workerLost", "died", retryable=True)
+    assert src.claim("b", 10, now=2, queues=caps().queues()) is None  # a tiny worker never gets it
+    c = src.claim("b", 10, now=3, queues=mine)
+    assert c and c.attempt == 2
+    # Lease expiry (attempt 2 is the last: this one fails, so use a fresh task for the re-queue path).
+    other = spec().model_copy(update={"profile": "wan2.2-ti2v-5b", "fps": 24, "num_frames": 48, "audio": False})
+    src.insert(other, now=20)
+    assert src.claim("c", 10, now=21, queues=mine)
+    assert src.claim("d", 10, now=40, queues=caps().queues()) is None  # expired and re-queued, not for tiny
+    c = src.claim("d", 10, now=41, queues=mine)
+    assert c and c.task_uuid == other.task_uuid and c.attempt == 2
+
+
+def test_workers_publish_refresh_expire_and_withdraw(adapter: Adapter) -> None:
+    worker, api = adapter.make(), adapter.make()  # a worker process and an API replica
+    five_b = caps("wan2.2-ti2v-5b", 24, native_audio="ltx2")
+    worker.publish_worker("w1", five_b, 30, now=1000)
+    worker.publish_worker("w2", caps(), 30, now=1005)
+    seen = api.workers(now=1010)
+    assert [(r.worker_id, r.caps, r.seen, r.expires) for r in seen] == [
+        ("w2", caps(), 1005, 1035), ("w1", five_b, 1000, 1030)]  # latest first
+    assert [r.worker_id for r in seen if r.live(1032)] == ["w2"]  # w1 stopped refreshing
+    worker.publish_worker("w1", five_b.model_copy(update={"safety_detector": "clip"}), 30, now=1031)
+    (w1,) = [r for r in api.workers(now=1032) if r.worker_id == "w1"]
+    assert w1.live(1032) and w1.caps.safety and w1.seen == 1031
+    worker.withdraw_worker("w1", now=1040)  # a graceful stop: not live, still known
+    (w1,) = [r for r in api.workers(now=1041) if r.worker_id == "w1"]
+    assert not w1.live(1041) and w1.caps.profile == "wan2.2-ti2v-5b"
+    # A week later the records are forgotten (and pruned by the next publish).
+    later = 1041 + KNOWN_WORKER_SECONDS
+    assert api.workers(now=later) == []
+    worker.publish_worker("w3", caps(), 30, now=later)
+    assert [r.worker_id for r in api.workers(now=1041)] == ["w3"]

@@ -59,6 +59,45 @@ def test_migrate_is_idempotent(pg_url: str) -> None:
         src.close()
 
 
+def test_migrate_moves_tasks_of_the_single_queue_era_into_their_capability_queues(pg_url: str) -> None:
+    import psycopg
+
+    from wanflash.jobs.capabilities import WorkerCapabilities
+
+    src = PostgresJobSource(pg_url)
+    try:
+        s = spec().model_copy(update={"audio": False})
+        src.insert(s)
+        with psycopg.connect(pg_url) as conn:  # as an earlier version left it: no queue, its token in "video"
+            conn.execute("UPDATE wanflash_tasks SET queue=NULL")
+            conn.execute("UPDATE procrastinate_jobs SET queue_name='video'")
+        tiny = WorkerCapabilities(profile="tiny", fps=16, max_clip_frames=81).queues()
+        assert src.claim("w", 30, queues=tiny) is None  # not visible to a worker that claims by capability
+        src.migrate()
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT queue FROM wanflash_tasks").fetchall() == [("tiny",)]
+            assert conn.execute("SELECT queue_name FROM procrastinate_jobs").fetchall() == [("video:tiny",)]
+        c = src.claim("w", 30, queues=tiny)
+        assert c and c.task_uuid == s.task_uuid
+    finally:
+        src.close()
+
+
+def test_token_queues_fit_postgres_channel_names(pg_url: str) -> None:
+    src = PostgresJobSource(pg_url)
+    try:
+        assert src.token_queue("wan2.2-i2v-a14b+audio+safety") == "video:wan2.2-i2v-a14b+audio+safety"
+        long = src.token_queue("a-profile-with-a-really-long-descriptive-name+audio+safety")
+        assert long.startswith("video:") and len("procrastinate_queue_v1#" + long) <= 63
+        # A task in such a queue is dispatched (the NOTIFY would fail on a longer channel name) and claimed.
+        s = spec().model_copy(update={"profile": "a-profile-with-a-really-long-descriptive-name"})
+        src.insert(s)
+        c = src.claim("w", 30, queues=["a-profile-with-a-really-long-descriptive-name+audio"])
+        assert c and c.task_uuid == s.task_uuid
+    finally:
+        src.close()
+
+
 def test_a_worker_pruned_as_stalled_registers_again(pg_url: str) -> None:
     import psycopg
 

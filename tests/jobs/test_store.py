@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -124,3 +125,37 @@ def test_keys_and_uploads(store: TaskStore) -> None:
     up = store.get_upload("u1")
     assert up and up.key == "uploads/u1.png"
     assert store.get_upload("nope") is None
+
+
+def test_tasks_of_an_older_database_get_their_capability_queue(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = TaskStore(tmp_path / "db.sqlite")
+    queued, checked = spec(), spec().model_copy(update={"safety_mode": "full", "safety_check": True})
+    store.insert(queued)
+    store.insert(checked)
+    store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite")  # as an earlier version left it: no queue column
+    db.execute("DROP INDEX tasks_claim_queue")
+    db.execute("ALTER TABLE tasks DROP COLUMN queue")
+    db.commit()
+    db.close()
+    store = TaskStore(tmp_path / "db.sqlite")
+    try:
+        c = store.claim("w", 30, queues=["tiny+audio"])
+        assert c and c.task_uuid == queued.task_uuid
+        assert store.claim("w", 30, queues=["tiny+audio"]) is None
+        c = store.claim("w", 30, queues=["tiny+audio+safety"])
+        assert c and c.task_uuid == checked.task_uuid
+    finally:
+        store.close()
+
+
+def test_the_embedded_worker_start_retires_earlier_workers(store: TaskStore) -> None:
+    from wanflash.jobs.capabilities import WorkerCapabilities
+
+    old = WorkerCapabilities(profile="wan2.2-ti2v-5b", fps=24, max_clip_frames=121)
+    store.publish_worker("previous-process", old, 3600)  # killed a moment ago: its record would still be live
+    store.worker_started(sole=True)  # the one embedded worker alone serves this file
+    (rec,) = store.workers()
+    assert not rec.live(time.time()) and rec.caps == old  # last-known, not live

@@ -14,9 +14,9 @@ for one request:
    generated, a detector when it asks for a content check; none → ``unsupportedAudio`` (naming
    ``providerSettings.alibaba.audio``) or ``unsupportedSafetyCheck`` (naming ``safety.mode`` or
    ``safety.checkContent``), the codes a single server answered before;
-3. among those, the profile served by the most workers (then the most recently seen, then by
-   name); its record is what :func:`~wanflash.api.validation.plan_job` plans with, and the task
-   waits in that profile's queue.
+3. among those, the profile served by the most live workers (ties: the first by name), or of
+   last-known records the one seen last; its record is what
+   :func:`~wanflash.api.validation.plan_job` plans with, and the task waits in that profile's queue.
 
 The records are read from the job source at most every ``refresh_seconds`` (one index read per
 second on SQLite, one round trip on PostgreSQL), so a submit costs no extra query.
@@ -65,8 +65,9 @@ class Fleet:
 
     async def preview(self) -> WorkerCapabilities | None:
         """What a request with no special needs would be planned with (the playground's header), if anything."""
-        pool = _pool(await self.records(), own=self.own, now=time.time())
-        return _best(pool) if pool else None
+        now = time.time()
+        pool = _pool(await self.records(), own=self.own, now=now)
+        return _best(pool, now) if pool else None
 
     async def summary(self) -> list[dict[str, object]]:
         """The live workers, by capabilities (for ``/health``)."""
@@ -83,15 +84,18 @@ def _pool(records: list[WorkerRecord], *, own: WorkerCapabilities | None, now: f
     if live:
         return live
     if own is not None:
-        return [WorkerRecord("self", own, now, now)]
+        return [WorkerRecord("self", own, now, now + 1)]
     return records  # last-known
 
 
-def _best(pool: list[WorkerRecord]) -> WorkerCapabilities:
+def _best(pool: list[WorkerRecord], now: float) -> WorkerCapabilities:
     by_profile: dict[str, list[WorkerRecord]] = defaultdict(list)
     for r in pool:
         by_profile[r.caps.profile].append(r)
-    profile = max(by_profile, key=lambda p: (len(by_profile[p]), max(r.seen for r in by_profile[p]), p))
+    if pool[0].live(now):  # the profile most live workers serve (ties: the first name, as on every replica)
+        profile = min(by_profile, key=lambda p: (-len(by_profile[p]), p))
+    else:  # last-known: the profile seen last
+        profile = min(by_profile, key=lambda p: (-max(r.seen for r in by_profile[p]), p))
     return max(by_profile[profile], key=lambda r: r.seen).caps
 
 
@@ -107,7 +111,7 @@ def select(task: VideoInferenceTask, records: list[WorkerRecord], *, own: Worker
     safety = requested_safety_mode(task) != "none"
     fits = [r for r in pool if (r.caps.audio or not audio) and (r.caps.safety or not safety)]
     if fits:
-        return _best(fits)
+        return _best(fits, now)
     errors: list[RunwareError] = []
     if audio and not any(r.caps.audio for r in pool):
         errors.append(unsupported_audio(task.taskUUID, "No worker of this service has an audio model"))
