@@ -3,7 +3,10 @@ processes over a real PostgreSQL on loopback. Ten tasks go in over REST; one wor
 process group, like a crashed node) is SIGKILLed while it runs a task; every task still completes
 exactly once: one success result each, one webhook each, one stored output each. A second test
 runs an API and a worker over PostgreSQL and S3 (s3rver): the worker reads the inputs the API put
-in the bucket, stores its output there, and every link it renders is a presigned S3 GET."""
+in the bucket, stores its output there, and every link it renders is a presigned S3 GET. A third
+runs an API whose own settings (tiny, 16 fps, an audio model) differ from its worker's (TI2V-5B,
+24 fps, no audio model): the video has the worker's frame rate and frame count, the cost its
+silent rate, and generated sound is refused."""
 
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_pa
                            stderr=open(tmp_path / "w.log", "ab")) for _ in range(2)]
         procs += workers
         base = f"http://127.0.0.1:{port}"
-        _wait_api(base, api)
+        _wait_api(base, api, workers=2)
 
         with receiver() as hooks:
             ids = [str(uuid.uuid4()) for _ in range(10)]
@@ -147,15 +150,18 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()
 
 
-def _wait_api(base: str, api: subprocess.Popen[bytes]) -> None:
+def _wait_api(base: str, api: subprocess.Popen[bytes], workers: int = 1) -> dict[str, Any]:
+    """Wait until the API answers and ``workers`` workers have published what they serve (before
+    that, ``wanflash api`` refuses tasks with noWorkerAvailable); returns /health."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(base + "/health", timeout=1).json().get("role") == "api":
-                return
+            health = httpx.get(base + "/health", timeout=1).json()
+            if health.get("role") == "api" and sum(w["workers"] for w in health["workers"]) >= workers:
+                return health  # type: ignore[no-any-return]
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline and api.poll() is None, "API did not start"
+        assert time.monotonic() < deadline and api.poll() is None, "API did not start, or no worker published"
         time.sleep(0.1)
 
 
@@ -218,5 +224,55 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
         assert 'wanflash_stage_duration_seconds_count{stage="upload"} 1.0' in text
         assert 'wanflash_executor_state{state="ready"} 1.0' in text
         assert "wanflash_queue_depth" not in text  # the API reports the queue
+    finally:
+        _stop(procs)
+
+
+def test_the_api_plans_for_its_workers_profile_not_its_own(pg_url: str, tmp_path: Path) -> None:
+    from wanflash.media.probe import probe_file
+
+    db = pg_url  # migrated by the fixture
+    port = free_port()
+    # The API keeps the defaults, as docs/deploy.md's compose file once did: tiny (16 fps), LTX-2 audio.
+    api_env = {**os.environ, "WANFLASH_DATABASE_URL": db, "WANFLASH_DATA_DIR": str(tmp_path / "data"),
+               "WANFLASH_API_KEYS": API_KEY, "WANFLASH_PORT": str(port), "WANFLASH_PUBLIC_URL": f"http://127.0.0.1:{port}",
+               "WANFLASH_URL_SECRET": "s" * 32, "WANFLASH_HEARTBEAT_SECONDS": "0.3", "WANFLASH_LEASE_SECONDS": "3"}
+    for k in ("WANFLASH_PROFILE", "WANFLASH_AUDIO_MODEL"):
+        api_env.pop(k, None)
+    worker_env = {**api_env, "WANFLASH_PROFILE": "wan2.2-ti2v-5b", "WANFLASH_AUDIO_MODEL": "none",
+                  "WANFLASH_EXECUTOR": "inprocess"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api = run_cli(api_env, "api", stderr=open(tmp_path / "api.log", "ab"))
+        procs.append(api)
+        procs.append(run_cli(worker_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
+                             start_new_session=True, stderr=open(tmp_path / "w.log", "ab")))
+        base = f"http://127.0.0.1:{port}"
+        (published,) = _wait_api(base, api)["workers"]
+        assert (published["profile"], published["fps"], published["native_audio"]) == ("wan2.2-ti2v-5b", 24, "none")
+
+        task = {"taskType": "videoInference", "model": "alibaba:wan@2.6-flash", "positivePrompt": "planned for 5B",
+                "width": 960, "height": 960, "duration": 2, "includeCost": True}
+        # Generated sound: the API's own settings have an audio model, its only worker has none.
+        refused = post(base + "/v1", [{**task, "taskUUID": str(uuid.uuid4())}])
+        assert [(e["code"], e["parameter"]) for e in refused["errors"]] == [
+            ("unsupportedAudio", "providerSettings.alibaba.audio")], refused
+        tu = str(uuid.uuid4())
+        reply = post(base + "/v1", [{**task, "taskUUID": tu, "providerSettings": {"alibaba": {"audio": False}}}])
+        assert reply.get("data") == [{"taskType": "videoInference", "taskUUID": tu}], reply
+        deadline = time.monotonic() + 60
+        while True:
+            r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
+            assert not r.get("errors"), (r, (tmp_path / "w.log").read_text()[-3000:])
+            if r["data"][0].get("status") == "success":
+                break
+            assert time.monotonic() < deadline, "the task did not finish"
+            time.sleep(0.2)
+        (item,) = r["data"]
+        assert item["cost"] == 0.05  # 720p-class silent: 0.025 x 2 s
+        video = tmp_path / "out.mp4"
+        video.write_bytes(httpx.get(item["videoURL"], timeout=10).content)
+        info = probe_file(video)
+        assert (info.fps, info.frames, info.width, info.height) == (24, 48, 960, 960)  # the worker's 24 fps
     finally:
         _stop(procs)
