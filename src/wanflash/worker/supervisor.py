@@ -12,7 +12,7 @@ One asyncio task in the serve process. For each claimed task it
 
 What it serves: at start the supervisor publishes its :class:`~wanflash.jobs.capabilities.WorkerCapabilities`
 (profile, fps, audio model, detector, prompt extender, from its settings) into the store, again
-every ``heartbeat_seconds`` (live for ``lease_seconds``), and withdraws them at stop; the API plans
+every third of ``lease_seconds`` (live for ``lease_seconds``), and withdraws them at stop; the API plans
 from them. It claims only from the queues those capabilities serve, and still refuses a claimed
 spec planned for another profile or needing a feature it lacks (``profileMismatch``,
 ``unsupportedAudio``, ``unsupportedSafetyCheck``; not retried) before running anything.
@@ -165,9 +165,10 @@ class Supervisor:
         self._advertiser = loop.create_task(self._advertise(), name="wanflash-capabilities")
 
     async def _advertise(self) -> None:
-        """Refresh this worker's record every heartbeat, while it runs a task too: it stays live."""
+        """Refresh this worker's record, while it runs a task too: it stays live. Every third of its
+        ttl, so a record outlives two lost writes, at one write (one fsync embedded) per 10 s by default."""
         while True:
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+            await asyncio.sleep(self.settings.lease_seconds / 3)
             try:
                 await asyncio.to_thread(self.store.publish_worker, self.owner, self.caps, self.settings.lease_seconds)
             except Exception:
