@@ -101,7 +101,8 @@ class HostedRenderer:
 
 
 async def test_prompt_extension_and_safety_flags_reach_the_poll_reply(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, heartbeat_seconds=0.2, lease_seconds=5)
+    # The worker serves content checks (the queue a safety-checked task waits in), as its checker says.
+    settings = Settings(data_dir=tmp_path, heartbeat_seconds=0.2, lease_seconds=5, safety_detector="classifier")
     store, storage = TaskStore(tmp_path / "db.sqlite"), LocalStore(tmp_path / "media")
     renderer = Renderer(SolidPipeline(), ScriptedExtender(), ContentChecker(BrightDetector(), withhold=False))
     sup = Supervisor(settings, store, storage, HostedRenderer(renderer), poll_seconds=0.05)  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ async def test_claims_only_its_profile_and_refuses_a_foreign_spec(tmp_path: Path
     try:
         await wait_for(lambda: store.get(five_b.task_uuid).state.terminal)  # type: ignore[union-attr]
         rec = store.get(five_b.task_uuid)
-        assert rec and rec.state is TaskState.SUCCEEDED and rec.results and rec.results[0]["frames"] == 24
+        assert rec and rec.state is TaskState.SUCCEEDED and rec.results and rec.results[0].frames == 24
         await asyncio.sleep(0.3)
         assert store.get(tiny.task_uuid).state is TaskState.QUEUED  # type: ignore[union-attr]  # not its queue
         # A claim made without the queue filter (an older worker, a hand-made claim): refused, not run.

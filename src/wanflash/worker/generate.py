@@ -121,14 +121,22 @@ def output_paths(output: Path, n: int) -> list[Path]:
 
 
 def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
-    from wanflash.api.validation import ResolvedInputs, check_safety_supported, parse_video_task, plan_job
+    from wanflash.api.validation import (
+        ResolvedInputs,
+        parse_video_task,
+        plan_job,
+        requested_safety_mode,
+        unsupported_safety,
+    )
     from wanflash.pipelines.profiles import get_profile
 
     err = sys.stderr
     task = build_task(args)
     try:
         parsed = parse_video_task(task, native_audio=settings.audio_model != "none")
-        check_safety_supported(parsed, detector=settings.safety_detector)
+        if settings.safety_detector == "none" and requested_safety_mode(parsed) != "none":
+            raise InvalidRequest([unsupported_safety(
+                parsed, "this machine has no content detector configured (WANFLASH_SAFETY_DETECTOR)")])
     except InvalidRequest as exc:
         for e in exc.errors:
             print(f"error: {e.parameter or '-'}: {e.message} ({e.code})", file=err)
