@@ -27,11 +27,11 @@ LAYERS = [
     ("wanflash.jobs.service", "JobService", "submit"),
     ("wanflash.jobs.service", "JobService", "in_flight"),
     ("wanflash.jobs.service", "JobService", "get"),
-    ("wanflash.jobs.store", "TaskStore", "in_flight"),
-    ("wanflash.jobs.store", "TaskStore", "get"),
-    ("wanflash.jobs.store", "TaskStore", "insert_many"),
-    ("wanflash.jobs.store", "TaskStore", "claim"),
-    ("wanflash.jobs.store", "TaskStore", "complete"),
+    ("wanflash.jobs.store", "SqliteJobSource", "in_flight"),
+    ("wanflash.jobs.store", "SqliteJobSource", "get"),
+    ("wanflash.jobs.store", "SqliteJobSource", "insert_many"),
+    ("wanflash.jobs.store", "SqliteJobSource", "claim"),
+    ("wanflash.jobs.store", "SqliteJobSource", "complete"),
 ]
 LAG_TICK_S = 0.005
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, reference
 from wanflash.cli import main
+from tests.jobs.records import no_webhooks
 
 
 def test_help_lists_the_commands() -> None:
@@ -69,9 +70,9 @@ def test_doctor_reports_a_corrupt_database(tmp_path: Path, capsys: pytest.Captur
 
 def test_doctor_reads_a_live_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from wanflash.api.auth import create_key
-    from wanflash.jobs.store import TaskStore
+    from wanflash.jobs.store import SqliteJobSource
 
-    store = TaskStore(tmp_path / "wanflash.sqlite3")
+    store = SqliteJobSource(tmp_path / "wanflash.sqlite3", outbox=no_webhooks)
     create_key(store)
     store.close()
     rc, status, out = doctor(capsys, "--data-dir", str(tmp_path), "--profile", "tiny")

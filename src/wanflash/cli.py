@@ -132,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def migrate(settings: "Settings") -> int:
     if settings.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
+        from wanflash.jobs.source import refuse_terminal_writes
 
-        source = PostgresJobSource(settings.database_url, max_attempts=settings.max_attempts, pool_size=1)
+        source = PostgresJobSource(settings.database_url, outbox=refuse_terminal_writes,
+                                   max_attempts=settings.max_attempts, pool_size=1)
         try:
             source.migrate()
         finally:
@@ -141,9 +143,11 @@ def migrate(settings: "Settings") -> int:
         print("PostgreSQL schema is up to date (wanflash tables and procrastinate's).")
         return 0
     from wanflash.api.auth import db_path
-    from wanflash.jobs.store import TaskStore
+    from wanflash.jobs.source import refuse_terminal_writes
+    from wanflash.jobs.store import SqliteJobSource
 
-    TaskStore(db_path(settings), max_attempts=settings.max_attempts).close()  # opening creates and upgrades it
+    # Opening creates and upgrades it.
+    SqliteJobSource(db_path(settings), outbox=refuse_terminal_writes, max_attempts=settings.max_attempts).close()
     print(f"SQLite schema is up to date: {db_path(settings)}")
     return 0
 

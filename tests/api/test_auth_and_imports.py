@@ -11,7 +11,9 @@ import pytest
 from wanflash.api.auth import KeyRing, db_path, ensure_first_key, hash_key
 from wanflash.cli import main as cli_main
 from wanflash.config import Settings
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
+
+from tests.jobs.records import no_webhooks
 
 
 def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,7 +22,7 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     raw = capsys.readouterr().out.strip().splitlines()[-1]
     assert raw.startswith("wf_")
     settings = Settings(data_dir=Path(data))
-    store = TaskStore(db_path(settings))
+    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
     assert KeyRing(settings, store).verify(raw)
     assert not KeyRing(settings, store).verify(raw + "x")
     # Only the hash is on disk.
@@ -31,7 +33,7 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     key_id = raw.split("_")[1]
     assert key_id in capsys.readouterr().out
     assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 0
-    store = TaskStore(db_path(settings))
+    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
     assert not KeyRing(settings, store).verify(raw)
     store.close()
     assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 1
@@ -39,12 +41,12 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_first_key_only_once_and_settings_keys(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    store = TaskStore(db_path(settings))
+    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
     raw = ensure_first_key(settings, store)
     assert raw and KeyRing(settings, store).verify(raw)
     assert ensure_first_key(settings, store) is None
     with_env_key = Settings(data_dir=tmp_path / "other", api_keys="a, b")
-    other = TaskStore(db_path(with_env_key))
+    other = SqliteJobSource(db_path(with_env_key), outbox=no_webhooks)
     assert ensure_first_key(with_env_key, other) is None  # settings keys count as keys
     ring = KeyRing(with_env_key, other)
     assert ring.verify("a") and ring.verify("b") and not ring.verify("c") and not ring.verify(None)

@@ -21,7 +21,8 @@ from wanflash.api.fleet import select
 from wanflash.api.validation import parse_video_task
 from wanflash.errors import InvalidRequest
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
+from tests.jobs.records import no_webhooks
 
 TINY = WorkerCapabilities(profile="tiny", fps=16, max_clip_frames=81, native_audio="ltx2")
 FIVE_B = WorkerCapabilities(profile="wan2.2-ti2v-5b", fps=24, max_clip_frames=121, native_audio="none")
@@ -94,7 +95,7 @@ def test_refusals_name_the_parameter_nothing_serves() -> None:
 def test_an_api_plans_with_the_workers_profile(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, playground=True)  # the API's own: tiny, 16 fps, an audio model
     assert settings.profile == "tiny" and settings.audio_model == "ltx2"
-    worker = TaskStore(db_path(settings))  # a worker process on the same store
+    worker = SqliteJobSource(db_path(settings), outbox=no_webhooks)  # a worker process on the same store
     worker.publish_worker("gpu-0", FIVE_B, 60)
     hdr = {"Authorization": f"Bearer {API_KEY}"}
     try:

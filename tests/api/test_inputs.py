@@ -16,6 +16,7 @@ from PIL import Image
 from tests.api.support import make_settings
 from wanflash.api.inputs import InputResolver, _Where
 from wanflash.storage.local import LocalStore
+from tests.jobs.records import no_webhooks
 
 WHERE = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", "t")
 
@@ -71,9 +72,9 @@ def test_an_exif_rotated_jpeg_is_stored_upright(tmp_path: Path) -> None:
 def test_an_upload_reference_counts_as_a_use_and_a_swept_one_is_a_clear_error(tmp_path: Path) -> None:
     from wanflash.errors import InvalidRequest
     from wanflash.jobs.service import JobService
-    from wanflash.jobs.store import TaskStore
+    from wanflash.jobs.store import SqliteJobSource
 
-    db = TaskStore(tmp_path / "db.sqlite")
+    db = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     storage = LocalStore(tmp_path / "media")
     resolver = InputResolver(make_settings(tmp_path), JobService(db), storage)
     png = encoded(gradient(), "PNG")

@@ -18,7 +18,7 @@ from tests.jobs.records import output
 from wanflash.delivery.outbox import OutboxDeliverer, make_renderer
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret, verify
 from wanflash.jobs.model import JobSpec, OutputRecord
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 from wanflash.testing import live_server
 
 SECRET = generate_secret()
@@ -30,10 +30,9 @@ def spec(url: str, n: int = 2) -> JobSpec:
                    seeds=list(range(1, n + 1)), number_results=n, cost=0.1, webhook_url=url)
 
 
-def open_store(path: Path) -> TaskStore:
-    store = TaskStore(path, max_attempts=2)
-    store.set_outbox_renderer(make_renderer(lambda k, e: f"http://h/media/{k}?exp={int(e)}", 3600))
-    return store
+def open_store(path: Path) -> SqliteJobSource:
+    return SqliteJobSource(path, outbox=make_renderer(lambda k, e: f"http://h/media/{k}?exp={int(e)}", 3600),
+                           max_attempts=2)
 
 
 def results(n: int) -> list[OutputRecord]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from tests.jobs.records import output
+from tests.jobs.records import output, no_webhooks
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.jobs.model import JobSpec
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 
 
 def _spec(n: int = 2, ttl: int | None = None) -> JobSpec:
@@ -22,7 +22,7 @@ def sign(key: str, exp: float) -> str:
 
 
 def test_lifecycle(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "db")
+    store = SqliteJobSource(tmp_path / "db", outbox=no_webhooks)
     s = _spec(ttl=120)
     store.insert(s, now=1000)
     r = poll_reply(store.get(s.task_uuid), sign, default_ttl=60)  # type: ignore[arg-type]

@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
-from tests.jobs.records import output
+from tests.jobs.records import output, no_webhooks
 from tests.jobs.test_store import spec
 from wanflash.api.app import create_app
 from wanflash.api.auth import db_path, hash_key
 from wanflash.config import Settings
 from wanflash.delivery.retention import MediaSweeper, build, task_keys
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 from wanflash.observability.metrics import Metrics
 from wanflash.storage.base import StorageUnavailable
 from wanflash.storage.local import LocalStore
@@ -25,7 +25,7 @@ from wanflash.storage.local import LocalStore
 GRACE = 100
 
 
-def finished_task(store: TaskStore, media: LocalStore, *, finished: float, ttl: int | None = 60,
+def finished_task(store: SqliteJobSource, media: LocalStore, *, finished: float, ttl: int | None = 60,
                   image_key: str | None = None, key_hash: str | None = None) -> str:
     """A task completed at ``finished`` with two outputs and its own input image and audio stored."""
     s = spec()
@@ -45,8 +45,8 @@ def finished_task(store: TaskStore, media: LocalStore, *, finished: float, ttl: 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TaskStore:
-    s = TaskStore(tmp_path / "db.sqlite")
+def store(tmp_path: Path) -> SqliteJobSource:
+    s = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     yield s
     s.close()
 
@@ -61,7 +61,7 @@ def files(media: LocalStore) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), media.root) for d, _, fs in os.walk(media.root) for f in fs)
 
 
-async def test_sweeps_own_media_after_expiry_plus_grace(store: TaskStore, media: LocalStore) -> None:
+async def test_sweeps_own_media_after_expiry_plus_grace(store: SqliteJobSource, media: LocalStore) -> None:
     media.put_bytes("uploads/u1.png", b"shared")
     old = finished_task(store, media, finished=1000)
     # A task whose image came from an upload (a key it does not own): that file is never deleted.
@@ -87,14 +87,14 @@ async def test_sweeps_own_media_after_expiry_plus_grace(store: TaskStore, media:
     assert rec is not None and rec.results and rec.results[0].key == f"outputs/{old}/0.mp4"
 
 
-def test_task_keys_are_only_the_tasks_own(store: TaskStore, media: LocalStore) -> None:
+def test_task_keys_are_only_the_tasks_own(store: SqliteJobSource, media: LocalStore) -> None:
     tu = finished_task(store, media, finished=1000, image_key="uploads/u1.png")
     rec = store.get(tu)
     assert rec is not None
     assert sorted(task_keys(rec)) == [f"inputs/{tu}/audio.wav", f"outputs/{tu}/0.mp4", f"outputs/{tu}/1.mp4"]
 
 
-async def test_storage_errors_leave_the_task_due(store: TaskStore, media: LocalStore) -> None:
+async def test_storage_errors_leave_the_task_due(store: SqliteJobSource, media: LocalStore) -> None:
     tu = finished_task(store, media, finished=1000)
 
     class Down(LocalStore):
@@ -108,14 +108,14 @@ async def test_storage_errors_leave_the_task_due(store: TaskStore, media: LocalS
     assert files(media) == []
 
 
-async def test_a_pass_works_through_every_batch(store: TaskStore, media: LocalStore) -> None:
+async def test_a_pass_works_through_every_batch(store: SqliteJobSource, media: LocalStore) -> None:
     for i in range(5):
         finished_task(store, media, finished=1000 + i)
     sweeper = MediaSweeper(store, media, default_ttl=3600, grace=GRACE, batch=2, clock=lambda: 10**6)
     assert await sweeper.run_once() == 5 and files(media) == []
 
 
-async def test_uploads_go_after_the_retention_since_last_use(store: TaskStore, media: LocalStore) -> None:
+async def test_uploads_go_after_the_retention_since_last_use(store: SqliteJobSource, media: LocalStore) -> None:
     day = 86400
     for name, created in (("unused", 0), ("reused", 0), ("recent", 20 * day)):
         media.put_bytes(f"uploads/{name}.png", b"png")
@@ -133,7 +133,7 @@ async def test_uploads_go_after_the_retention_since_last_use(store: TaskStore, m
 
 
 def test_settings_choose_the_sweeper(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "db.sqlite")
+    store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     media = LocalStore(tmp_path / "media")
     assert build(Settings(data_dir=tmp_path, media_grace_seconds=-1, upload_retention_seconds=-1), store, media) is None
     s = build(Settings(data_dir=tmp_path, media_grace_seconds=7, media_sweep_seconds=9, default_ttl_seconds=99),
@@ -146,7 +146,7 @@ def test_settings_choose_the_sweeper(tmp_path: Path) -> None:
 
 def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys="k")
-    store = TaskStore(db_path(settings))
+    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
     media = LocalStore(tmp_path / "media")
     long_ago = time.time() - 7 * 86400
     tu = finished_task(store, media, finished=long_ago, key_hash=hash_key("k"))  # submitted with key "k"
@@ -165,7 +165,7 @@ def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
         assert item["status"] == "success" and item["taskUUID"] == tu
         link = urlsplit(item["videoURL"])
         assert client.get(f"{link.path}?{link.query}").status_code == 410
-    store = TaskStore(db_path(settings))
+    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
     rec = store.get(tu)
     assert rec is not None and rec.state.value == "succeeded"
     assert store.media_due(time.time(), default_ttl=3600, grace=0) == []

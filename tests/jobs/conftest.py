@@ -32,9 +32,10 @@ def pg_server() -> Iterator[pgserver.PgServer]:
 def pg_url(pg_server: pgserver.PgServer) -> Iterator[str]:
     """A fresh database with wanflash's and procrastinate's schema."""
     from wanflash.jobs.postgres import PostgresJobSource
+    from wanflash.jobs.source import refuse_terminal_writes
 
     url = pg_server.create_database()
-    src = PostgresJobSource(url)
+    src = PostgresJobSource(url, outbox=refuse_terminal_writes)
     try:
         src.migrate()
     finally:

@@ -15,17 +15,18 @@ from tests.jobs.test_store import spec
 from wanflash.errors import InvalidRequest, ServiceOverloaded
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.service import JobService
-from wanflash.jobs.store import DuplicateTask, InFlightExceeded, InsertRequest, TaskStore
+from wanflash.jobs.store import DuplicateTask, InFlightExceeded, InsertRequest, SqliteJobSource
+from tests.jobs.records import no_webhooks
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TaskStore:
-    s = TaskStore(tmp_path / "db.sqlite", max_attempts=2)
+def store(tmp_path: Path) -> SqliteJobSource:
+    s = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks, max_attempts=2)
     yield s
     s.close()
 
 
-def test_insert_many_outcomes_are_per_request(store: TaskStore) -> None:
+def test_insert_many_outcomes_are_per_request(store: SqliteJobSource) -> None:
     taken = spec()
     store.insert(taken)
     a, b, c, d = spec(), spec(), spec(), spec()
@@ -45,7 +46,7 @@ def test_insert_many_outcomes_are_per_request(store: TaskStore) -> None:
     assert [cl.task_uuid for cl in claims if cl] == [taken.task_uuid, a.task_uuid, b.task_uuid, d.task_uuid]
 
 
-def test_reads_do_not_wait_for_the_write_lock(store: TaskStore) -> None:
+def test_reads_do_not_wait_for_the_write_lock(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s)
     got: list[object] = []
@@ -57,7 +58,7 @@ def test_reads_do_not_wait_for_the_write_lock(store: TaskStore) -> None:
     assert got and got[0].task_uuid == s.task_uuid  # type: ignore[attr-defined]
 
 
-async def test_burst_of_submits_is_group_committed(store: TaskStore) -> None:
+async def test_burst_of_submits_is_group_committed(store: SqliteJobSource) -> None:
     calls: list[int] = []
     original = store.insert_many
 
@@ -79,7 +80,7 @@ async def test_burst_of_submits_is_group_committed(store: TaskStore) -> None:
     assert store.in_flight("k") == 40
 
 
-async def test_io_error_fails_the_whole_batch(store: TaskStore) -> None:
+async def test_io_error_fails_the_whole_batch(store: SqliteJobSource) -> None:
     def broken(requests: list[InsertRequest], **kw: object) -> list[object]:
         raise OSError("disk I/O error")
 
@@ -91,7 +92,7 @@ async def test_io_error_fails_the_whole_batch(store: TaskStore) -> None:
 
 
 def test_closed_store_refuses_reads(tmp_path: Path) -> None:
-    s = TaskStore(tmp_path / "db.sqlite")
+    s = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     s.get(str(uuid.uuid4()))  # this thread now has a read connection
     s.close()
     with pytest.raises(sqlite3.ProgrammingError):
@@ -113,7 +114,7 @@ def test_closed_store_refuses_reads(tmp_path: Path) -> None:
 class _Recording:
     """The store, recording on which thread each read and commit ran."""
 
-    def __init__(self, store: TaskStore, inline_reads: bool) -> None:
+    def __init__(self, store: SqliteJobSource, inline_reads: bool) -> None:
         self.store = store
         self.inline_reads = inline_reads
         self.threads: dict[str, list[str]] = {}
@@ -135,7 +136,7 @@ class _Recording:
 
 
 @pytest.mark.parametrize("inline", [True, False])
-async def test_reads_skip_the_thread_hop_only_where_the_adapter_allows(store: TaskStore, inline: bool) -> None:
+async def test_reads_skip_the_thread_hop_only_where_the_adapter_allows(store: SqliteJobSource, inline: bool) -> None:
     rec = _Recording(store, inline_reads=inline)
     jobs = JobService(rec)  # type: ignore[arg-type]
     s = spec()
@@ -157,5 +158,5 @@ async def test_reads_skip_the_thread_hop_only_where_the_adapter_allows(store: Ta
 def test_adapters_declare_their_reads() -> None:
     from wanflash.jobs.postgres import PostgresJobSource
 
-    assert TaskStore.inline_reads is True
+    assert SqliteJobSource.inline_reads is True
     assert PostgresJobSource.inline_reads is False

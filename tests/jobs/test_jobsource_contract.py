@@ -16,7 +16,7 @@ from tests.jobs.test_store import spec
 from tests.jobs.records import output
 from wanflash.jobs.capabilities import KNOWN_WORKER_SECONDS, WorkerCapabilities
 from wanflash.jobs.model import TaskState
-from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent
+from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent, TaskRecord
 
 
 class Adapter:
@@ -35,12 +35,12 @@ class Adapter:
 
 def open_source(kind: str, target: str) -> JobSource:
     if kind == "sqlite":
-        from wanflash.jobs.store import TaskStore
+        from wanflash.jobs.store import SqliteJobSource
 
-        return TaskStore(Path(target), max_attempts=2)
+        return SqliteJobSource(Path(target), outbox=render_test_outbox, max_attempts=2)
     from wanflash.jobs.postgres import PostgresJobSource
 
-    return PostgresJobSource(target, max_attempts=2, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    return PostgresJobSource(target, outbox=render_test_outbox, max_attempts=2, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -203,10 +203,15 @@ def test_progress_events_reach_a_subscriber(adapter: Adapter) -> None:
     assert rec and (rec.progress_step, rec.progress_total, rec.progress_stage) == (2, 4, "denoise")
 
 
+def render_test_outbox(rec: TaskRecord) -> list[OutboxMessage]:
+    """One message per terminal task with a webhook URL; the body is the state reached."""
+    if not rec.spec.webhook_url:
+        return []
+    return [OutboxMessage(f"msg_{rec.task_uuid}", rec.spec.webhook_url, rec.state.value.encode(), time.time() + 60)]
+
+
 def test_terminal_transition_writes_the_outbox_once(src: JobSource) -> None:
-    src.set_outbox_renderer(lambda rec: [OutboxMessage(f"msg_{rec.task_uuid}", "http://h/hook",
-                                                       rec.state.value.encode(), time.time() + 60)])
-    s = spec()
+    s = spec().model_copy(update={"webhook_url": "http://h/hook"})
     src.insert(s)
     assert src.claim("w", 30)
     assert src.complete(s.task_uuid, 1, [output("v")])

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from tests.jobs.test_store import spec
 from wanflash.delivery.responses import poll_reply
 from wanflash.jobs.model import dump_results, load_results
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
+from tests.jobs.records import no_webhooks
 
 # Exactly what the supervisor stored per result before OutputRecord (dict keys, in its order).
 OLD_ROW = [
@@ -45,7 +46,7 @@ def test_a_record_missing_a_field_is_refused() -> None:
 
 
 def test_a_task_stored_before_the_change_still_polls(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "db")
+    store = SqliteJobSource(tmp_path / "db", outbox=no_webhooks)
     s = spec().model_copy(update={"number_results": 2, "seeds": [7, 8]})
     store.insert(s, now=1000)
     store.claim("w", 30, now=1001)
@@ -53,7 +54,7 @@ def test_a_task_stored_before_the_change_still_polls(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "db") as db:  # the row as the old code wrote it
         db.execute("UPDATE tasks SET state='succeeded', results=?, finished=2000 WHERE task_uuid=?",
                    (json.dumps(OLD_ROW), s.task_uuid))
-    store = TaskStore(tmp_path / "db")
+    store = SqliteJobSource(tmp_path / "db", outbox=no_webhooks)
     rec = store.get(s.task_uuid)
     assert rec is not None
     items = poll_reply(rec, lambda key, exp: f"http://h/{key}", default_ttl=60).data

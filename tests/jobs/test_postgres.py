@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.jobs.test_store import spec
-from tests.jobs.records import output
+from tests.jobs.records import output, no_webhooks
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.postgres import PostgresJobSource
 
 
 def _claim_then_die(url: str, out: "mp.Queue[str]") -> None:
-    src = PostgresJobSource(url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    src = PostgresJobSource(url, outbox=no_webhooks, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
     c = src.claim("doomed", 300)  # a five-minute lease
     out.put(c.task_uuid if c else "")
     time.sleep(0.5)
@@ -25,7 +25,7 @@ def _claim_then_die(url: str, out: "mp.Queue[str]") -> None:
 
 
 def test_dead_worker_is_detected_by_heartbeat_not_lease(pg_url: str) -> None:
-    src = PostgresJobSource(pg_url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
     try:
         s = spec()
         src.insert(s)
@@ -49,7 +49,7 @@ def test_dead_worker_is_detected_by_heartbeat_not_lease(pg_url: str) -> None:
 
 
 def test_migrate_is_idempotent(pg_url: str) -> None:
-    src = PostgresJobSource(pg_url)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks)
     try:
         src.migrate()
         src.migrate()
@@ -64,7 +64,7 @@ def test_migrate_moves_tasks_of_the_single_queue_era_into_their_capability_queue
 
     from wanflash.jobs.capabilities import WorkerCapabilities
 
-    src = PostgresJobSource(pg_url)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks)
     try:
         s = spec().model_copy(update={"audio": False})
         src.insert(s)
@@ -84,7 +84,7 @@ def test_migrate_moves_tasks_of_the_single_queue_era_into_their_capability_queue
 
 
 def test_token_queues_fit_postgres_channel_names(pg_url: str) -> None:
-    src = PostgresJobSource(pg_url)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks)
     try:
         assert src.token_queue("wan2.2-i2v-a14b+audio+safety") == "video:wan2.2-i2v-a14b+audio+safety"
         long = src.token_queue("a-profile-with-a-really-long-descriptive-name+audio+safety")
@@ -101,7 +101,7 @@ def test_token_queues_fit_postgres_channel_names(pg_url: str) -> None:
 def test_a_worker_pruned_as_stalled_registers_again(pg_url: str) -> None:
     import psycopg
 
-    src = PostgresJobSource(pg_url, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
     try:
         assert src.claim("w", 30) is None  # registers this process as a procrastinate worker
         with psycopg.connect(pg_url) as conn:  # what another worker's prune does to a late heartbeat
@@ -118,7 +118,7 @@ def test_doctor_reads_a_live_postgres(pg_url: str, tmp_path: Path, capsys: pytes
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from wanflash.cli import main
 
-    src = PostgresJobSource(pg_url)
+    src = PostgresJobSource(pg_url, outbox=no_webhooks)
     try:
         src.migrate()
         src.insert(spec())

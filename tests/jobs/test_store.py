@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.records import output
+from tests.jobs.records import output, no_webhooks
 from wanflash.jobs.model import JobSpec, TaskState
-from wanflash.jobs.store import DuplicateTask, TaskStore
+from wanflash.jobs.store import DuplicateTask, SqliteJobSource
 
 
 def spec(task_uuid: str | None = None) -> JobSpec:
@@ -22,18 +22,18 @@ def spec(task_uuid: str | None = None) -> JobSpec:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TaskStore:
-    s = TaskStore(tmp_path / "db.sqlite", max_attempts=2)
+def store(tmp_path: Path) -> SqliteJobSource:
+    s = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks, max_attempts=2)
     yield s
     s.close()
 
 
-def test_wal_and_full_sync(store: TaskStore) -> None:
+def test_wal_and_full_sync(store: SqliteJobSource) -> None:
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_claim_is_fifo(store: TaskStore) -> None:
+def test_claim_is_fifo(store: SqliteJobSource) -> None:
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for i, tu in enumerate(ids):
         store.insert(spec(tu), now=100.0 + i)
@@ -43,14 +43,14 @@ def test_claim_is_fifo(store: TaskStore) -> None:
     assert all(c and c.attempt == 1 for c in got[:3])
 
 
-def test_duplicate_rejected(store: TaskStore) -> None:
+def test_duplicate_rejected(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s)
     with pytest.raises(DuplicateTask):
         store.insert(s)
 
 
-def test_lease_expiry_requeues_with_next_attempt_and_fences_stale_writes(store: TaskStore) -> None:
+def test_lease_expiry_requeues_with_next_attempt_and_fences_stale_writes(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s, now=0)
     first = store.claim("a", 30, now=10)
@@ -70,7 +70,7 @@ def test_lease_expiry_requeues_with_next_attempt_and_fences_stale_writes(store: 
     assert rec.finished == 60
 
 
-def test_attempts_cap_fails(store: TaskStore) -> None:
+def test_attempts_cap_fails(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s, now=0)
     assert store.claim("a", 10, now=1)
@@ -80,7 +80,7 @@ def test_attempts_cap_fails(store: TaskStore) -> None:
     assert rec and rec.state is TaskState.FAILED and rec.error_code == "workerLost" and rec.attempt == 2
 
 
-def test_retryable_failure_requeues_until_cap(store: TaskStore) -> None:
+def test_retryable_failure_requeues_until_cap(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s)
     c1 = store.claim("a", 30)
@@ -93,7 +93,7 @@ def test_retryable_failure_requeues_until_cap(store: TaskStore) -> None:
     assert rec and rec.state is TaskState.FAILED and rec.error_message == "died again"
 
 
-def test_progress_and_cancel(store: TaskStore) -> None:
+def test_progress_and_cancel(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s)
     c = store.claim("a", 30)
@@ -108,7 +108,7 @@ def test_progress_and_cancel(store: TaskStore) -> None:
     assert store.get(queued.task_uuid).state is TaskState.CANCELLED  # type: ignore[union-attr]
 
 
-def test_release_all_leases_requeues_orphans(store: TaskStore) -> None:
+def test_release_all_leases_requeues_orphans(store: SqliteJobSource) -> None:
     s = spec()
     store.insert(s)
     assert store.claim("old-process", 300)
@@ -117,7 +117,7 @@ def test_release_all_leases_requeues_orphans(store: TaskStore) -> None:
     assert c and c.attempt == 2
 
 
-def test_keys_and_uploads(store: TaskStore) -> None:
+def test_keys_and_uploads(store: SqliteJobSource) -> None:
     store.add_key("k1", "h1")
     assert store.key_hash_active("h1") and store.active_key_count() == 1
     assert store.revoke_key("k1") and not store.key_hash_active("h1")
@@ -130,7 +130,7 @@ def test_keys_and_uploads(store: TaskStore) -> None:
 def test_tasks_of_an_older_database_get_their_capability_queue(tmp_path: Path) -> None:
     import sqlite3
 
-    store = TaskStore(tmp_path / "db.sqlite")
+    store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     queued, checked = spec(), spec().model_copy(update={"safety_mode": "full", "safety_check": True})
     store.insert(queued)
     store.insert(checked)
@@ -140,7 +140,7 @@ def test_tasks_of_an_older_database_get_their_capability_queue(tmp_path: Path) -
     db.execute("ALTER TABLE tasks DROP COLUMN queue")
     db.commit()
     db.close()
-    store = TaskStore(tmp_path / "db.sqlite")
+    store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     try:
         c = store.claim("w", 30, queues=["tiny+audio"])
         assert c and c.task_uuid == queued.task_uuid
@@ -151,7 +151,7 @@ def test_tasks_of_an_older_database_get_their_capability_queue(tmp_path: Path) -
         store.close()
 
 
-def test_the_embedded_worker_start_retires_earlier_workers(store: TaskStore) -> None:
+def test_the_embedded_worker_start_retires_earlier_workers(store: SqliteJobSource) -> None:
     from wanflash.jobs.capabilities import WorkerCapabilities
 
     old = WorkerCapabilities(profile="wan2.2-ti2v-5b", fps=24, max_clip_frames=121)

@@ -11,11 +11,13 @@ import pytest
 from wanflash.config import Settings
 from wanflash.errors import ExecutorDead, JobFailed
 from wanflash.jobs.model import JobSpec, TaskState
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 from wanflash.storage.local import LocalStore
 from wanflash.worker.executor import InProcessExecutor, SubprocessExecutor, create_executor
 from wanflash.worker.protocol import Done, RunJob
 from wanflash.worker.supervisor import Supervisor
+from tests.jobs.records import no_webhooks
+from wanflash.jobs.source import OutboxRenderer
 
 FIX = "tests.worker.fixture_pipelines"
 
@@ -67,9 +69,10 @@ def test_create_executor_by_name(tmp_path: Path) -> None:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, factory: str, executor: str = "inprocess", **kw: object) -> None:
+    def __init__(self, tmp_path: Path, factory: str, executor: str = "inprocess", *,
+                 outbox: OutboxRenderer = no_webhooks, **kw: object) -> None:
         self.settings = settings(tmp_path, max_attempts=2, **kw)
-        self.store = TaskStore(tmp_path / "db.sqlite", max_attempts=2)
+        self.store = SqliteJobSource(tmp_path / "db.sqlite", outbox=outbox, max_attempts=2)
         self.storage = LocalStore(tmp_path / "media")
         self.sup = Supervisor(self.settings, self.store, self.storage,
                               create_executor(self.settings, factory, kind=executor), poll_seconds=0.05)

@@ -30,6 +30,7 @@ from wanflash.config import Settings
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.store import TaskRecord
 from wanflash.storage.local import LocalStore
+from tests.jobs.records import no_webhooks
 from wanflash.worker.group import GroupRunner, run_group, default_source, supervise
 
 pytest.importorskip("torch")
@@ -79,7 +80,7 @@ def group(tmp_path: Path) -> Iterator[tuple[Settings, GroupRunner]]:
 def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, GroupRunner]) -> None:
     settings, runner = group
     data = Path(settings.data_dir)
-    store = default_source(settings)
+    store = default_source(settings, outbox=no_webhooks)
 
     def done(tu: str) -> TaskRecord | None:
         r = store.get(tu)

@@ -25,8 +25,8 @@ def files_under(root: Path) -> list[Path]:
 
 async def test_worker_sigkill_mid_job_runs_again_once_with_one_webhook_per_result(tmp_path: Path) -> None:
     with receiver() as rx:
-        rig = Rig(tmp_path, f"{FIX}:slow", executor="subprocess", allow_loopback_fetch=True)
-        rig.store.set_outbox_renderer(make_renderer(lambda k, e: f"http://h/{k}", 3600))
+        rig = Rig(tmp_path, f"{FIX}:slow", executor="subprocess", allow_loopback_fetch=True,
+                  outbox=make_renderer(lambda k, e: f"http://h/{k}", 3600))
         d = OutboxDeliverer(rig.store, WebhookSender(generate_secret(), allow_loopback=True), poll_seconds=0.05)
         s = spec(n=2).model_copy(update={"webhook_url": rx.url + "/hook"})
         rig.store.insert(s)

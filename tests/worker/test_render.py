@@ -27,7 +27,7 @@ from wanflash.cli import main
 from wanflash.config import Settings
 from wanflash.delivery.responses import poll_reply
 from wanflash.jobs.model import JobSpec, TaskState
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 from wanflash.pipelines.base import GenerationResult
 from wanflash.pipelines.safety import ContentChecker, ContentDetector
 from wanflash.storage.local import LocalStore
@@ -35,6 +35,7 @@ from wanflash.worker.executor import OnProgress, outcome
 from wanflash.worker.protocol import Done, ExecutorState, RunJob
 from wanflash.worker.render import Renderer
 from wanflash.worker.supervisor import Supervisor
+from tests.jobs.records import no_webhooks
 
 WHITE, DARK = 235, 25
 
@@ -103,7 +104,7 @@ class HostedRenderer:
 async def test_prompt_extension_and_safety_flags_reach_the_poll_reply(tmp_path: Path) -> None:
     # The worker serves content checks (the queue a safety-checked task waits in), as its checker says.
     settings = Settings(data_dir=tmp_path, heartbeat_seconds=0.2, lease_seconds=5, safety_detector="classifier")
-    store, storage = TaskStore(tmp_path / "db.sqlite"), LocalStore(tmp_path / "media")
+    store, storage = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks), LocalStore(tmp_path / "media")
     renderer = Renderer(SolidPipeline(), ScriptedExtender(), ContentChecker(BrightDetector(), withhold=False))
     sup = Supervisor(settings, store, storage, HostedRenderer(renderer), poll_seconds=0.05)  # type: ignore[arg-type]
     s = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile="tiny", positive_prompt="a cat", width=64,

@@ -11,10 +11,11 @@ from pathlib import Path
 from wanflash.config import Settings
 from wanflash.jobs.capabilities import capabilities_for
 from wanflash.jobs.model import JobSpec, TaskState
-from wanflash.jobs.store import TaskStore
+from wanflash.jobs.store import SqliteJobSource
 from wanflash.storage.local import LocalStore
 from wanflash.worker.executor import create_executor
 from wanflash.worker.supervisor import Supervisor
+from tests.jobs.records import no_webhooks
 
 
 def spec(profile: str = "tiny", fps: int = 16) -> JobSpec:
@@ -23,7 +24,7 @@ def spec(profile: str = "tiny", fps: int = 16) -> JobSpec:
                    cost=0.1, audio=False)
 
 
-def supervisor(tmp_path: Path, store: TaskStore, **kw: object) -> Supervisor:
+def supervisor(tmp_path: Path, store: SqliteJobSource, **kw: object) -> Supervisor:
     settings = Settings(data_dir=tmp_path, heartbeat_seconds=0.1, lease_seconds=1, **kw)  # type: ignore[arg-type]
     return Supervisor(settings, store, LocalStore(tmp_path / "media"),
                       create_executor(settings, "wanflash.worker.executor:fake_pipeline", kind="inprocess"),
@@ -39,7 +40,7 @@ async def wait_for(pred: object, timeout: float = 20) -> None:
 
 
 async def test_publishes_while_running_and_withdraws_at_stop(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "db.sqlite")
+    store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     sup = supervisor(tmp_path, store, profile="wan2.2-ti2v-5b", audio_model="none")
     sup.start()
     try:
@@ -57,7 +58,7 @@ async def test_publishes_while_running_and_withdraws_at_stop(tmp_path: Path) -> 
 
 
 async def test_claims_only_its_profile_and_refuses_a_foreign_spec(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "db.sqlite")
+    store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     sup = supervisor(tmp_path, store, profile="wan2.2-ti2v-5b", audio_model="none")
     tiny, five_b = spec(), spec("wan2.2-ti2v-5b", 24)
     store.insert(tiny)

@@ -78,10 +78,11 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
                    executor: Executor | None = None, worker: bool = True) -> Services:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_job_source(settings, sqlite_path=db_path(settings))
     storage = create_store(settings)
     signer = UrlSigner(load_or_create_secret(data_dir, settings.url_secret))
     links = MediaLinks(storage, signer)
+    render = outbox.make_renderer(lambda key, exp: links.url(key, exp, settings.base_url), settings.default_ttl_seconds)
+    store = open_job_source(settings, outbox=render, sqlite_path=db_path(settings))
     wake = asyncio.Event()
     jobs = JobService(store, wake)
     keys = KeyRing(settings, store)
@@ -93,7 +94,7 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     metrics = Metrics()
     metrics.watch_store(store, (lambda: ex.state) if ex is not None else None)
     supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics) if ex is not None else None
-    webhooks = outbox.build(settings, store, lambda key, exp: links.url(key, exp, settings.base_url), metrics)
+    webhooks = outbox.build(settings, store, metrics)
     sweeper = retention.build(settings, store, storage, metrics)
     return Services(settings, store, storage, signer, jobs, keys, router, ex, supervisor, webhooks, metrics, sweeper)
 

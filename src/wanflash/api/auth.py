@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wanflash.jobs.source import JobSource, open_job_source
+from wanflash.jobs.source import KeyStore, open_job_source, refuse_terminal_writes
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
@@ -35,7 +35,7 @@ def hash_key(raw: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, settings: "Settings", store: JobSource) -> None:
+    def __init__(self, settings: "Settings", store: KeyStore) -> None:
         self._static = [hash_key(k) for k in settings.api_key_list]
         self._store = store
 
@@ -60,7 +60,7 @@ class KeyRing:
         return bool(self._static) or self._store.active_key_count() > 0
 
 
-def create_key(store: JobSource) -> tuple[str, str]:
+def create_key(store: KeyStore) -> tuple[str, str]:
     """A new key: returns (key_id, raw key). Only the hash is stored."""
     key_id = secrets.token_hex(4)
     raw = f"wf_{key_id}_{secrets.token_urlsafe(32)}"
@@ -68,7 +68,7 @@ def create_key(store: JobSource) -> tuple[str, str]:
     return key_id, raw
 
 
-def ensure_first_key(settings: "Settings", store: JobSource) -> str | None:
+def ensure_first_key(settings: "Settings", store: KeyStore) -> str | None:
     """On a fresh install (no key anywhere) create one and return it raw; otherwise None."""
     if KeyRing(settings, store).has_any():
         return None
@@ -77,7 +77,7 @@ def ensure_first_key(settings: "Settings", store: JobSource) -> str | None:
 
 def keys_cli(settings: "Settings", args: argparse.Namespace) -> int:
     """``wanflash keys create | list | revoke ID`` (in PostgreSQL when ``WANFLASH_DATABASE_URL`` is set)."""
-    store = open_job_source(settings, sqlite_path=db_path(settings))
+    store = open_job_source(settings, outbox=refuse_terminal_writes, sqlite_path=db_path(settings))
     try:
         if args.action == "create":
             key_id, raw = create_key(store)

@@ -32,7 +32,7 @@ def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -
 
     from wanflash.api.app import create_app
     from wanflash.api.auth import db_path, ensure_first_key
-    from wanflash.jobs.source import open_job_source
+    from wanflash.jobs.source import open_job_source, refuse_terminal_writes
 
     configure_logging(json_lines=settings.log_json)
     if not worker and not settings.database_url:
@@ -40,7 +40,7 @@ def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -
               "`wanflash serve` runs the embedded all-in-one mode.", file=sys.stderr)
         return 2
     if print_key:
-        store = open_job_source(settings, sqlite_path=db_path(settings))
+        store = open_job_source(settings, outbox=refuse_terminal_writes, sqlite_path=db_path(settings))
         try:
             raw = ensure_first_key(settings, store)
         finally:

@@ -41,7 +41,7 @@ from wanflash.delivery.background import BackgroundLoop
 from wanflash.delivery.responses import expires_at, poll_reply
 from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
-from wanflash.jobs.source import JobSource, OutboxMessage, TaskRecord
+from wanflash.jobs.source import Outbox, OutboxMessage, TaskRecord
 from wanflash.observability.logs import redact_url, task_context
 from wanflash.storage.local import persisted_secret
 
@@ -85,7 +85,7 @@ class OutboxDeliverer(BackgroundLoop):
 
     task_name = "wanflash-webhooks"
 
-    def __init__(self, store: JobSource, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
+    def __init__(self, store: Outbox, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
                  poll_seconds: float = 0.5, rng: Callable[[], float] = random.random,
                  metrics: "Metrics | None" = None) -> None:
         self.store = store
@@ -156,10 +156,9 @@ class OutboxDeliverer(BackgroundLoop):
                                 status=out.status, error=out.error)
 
 
-def build(settings: "Settings", store: JobSource, sign_url: Callable[[str, float], str],
-          metrics: "Metrics | None" = None) -> OutboxDeliverer:
-    """Install the renderer on ``store`` and return the (not yet started) delivery loop."""
-    store.set_outbox_renderer(make_renderer(sign_url, settings.default_ttl_seconds))
+def build(settings: "Settings", store: Outbox, metrics: "Metrics | None" = None) -> OutboxDeliverer:
+    """The (not yet started) delivery loop over ``store``, whose adapter was opened with
+    :func:`make_renderer`'s renderer."""
     secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)
     sender = WebhookSender(secret, allow_loopback=settings.allow_loopback_fetch)
     return OutboxDeliverer(store, sender, metrics=metrics)

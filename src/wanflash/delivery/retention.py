@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wanflash.delivery.background import BackgroundLoop
-from wanflash.jobs.source import JobSource, TaskRecord, Upload
+from wanflash.jobs.source import MediaRetention, TaskRecord, Upload
 from wanflash.observability.logs import task_context
 from wanflash.storage.base import ObjectStore, StorageUnavailable
 
@@ -54,7 +54,7 @@ class MediaSweeper(BackgroundLoop):
 
     task_name = "wanflash-media-sweeper"
 
-    def __init__(self, store: JobSource, storage: ObjectStore, *, default_ttl: int, grace: float | None,
+    def __init__(self, store: MediaRetention, storage: ObjectStore, *, default_ttl: int, grace: float | None,
                  upload_retention: float | None = None, interval: float = 300.0, batch: int = 200,
                  metrics: "Metrics | None" = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -134,7 +134,7 @@ class MediaSweeper(BackgroundLoop):
         return done
 
 
-def build(settings: "Settings", store: JobSource, storage: ObjectStore,
+def build(settings: "Settings", store: MediaRetention, storage: ObjectStore,
           metrics: "Metrics | None" = None) -> MediaSweeper | None:
     """The sweeper the settings ask for (not yet started); None when both retentions are -1 (keep all)."""
     grace = settings.media_grace_seconds if settings.media_grace_seconds >= 0 else None

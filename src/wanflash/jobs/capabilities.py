@@ -3,7 +3,7 @@ the workers that exist instead of for its own settings.
 
 Every worker (the supervisor of ``wanflash serve``, each ``wanflash worker`` slot, each group
 leader) publishes a :class:`WorkerCapabilities` into the job source when it starts and again every
-third of ``lease_seconds`` (:meth:`~wanflash.jobs.source.JobSource.publish_worker`); a record not refreshed within
+third of ``lease_seconds`` (:meth:`~wanflash.jobs.source.WorkerRegistry.publish_worker`); a record not refreshed within
 its ttl (``lease_seconds``) no longer counts as live, and a stopping worker withdraws at once. The
 API plans fps and frame count from these records and gates generated audio and content checking
 on them (:mod:`wanflash.api.fleet`).

@@ -177,7 +177,7 @@ class PostgresJobSource:
 
     inline_reads = False  # every read is a network round trip
 
-    def __init__(self, url: str, *, max_attempts: int = 2, queue: str = DEFAULT_QUEUE,
+    def __init__(self, url: str, *, outbox: OutboxRenderer, max_attempts: int = 2, queue: str = DEFAULT_QUEUE,
                  worker_heartbeat_seconds: float = 5.0, stalled_worker_seconds: float = 30.0,
                  pool_size: int = 8) -> None:
         self.url = url
@@ -185,7 +185,7 @@ class PostgresJobSource:
         self.queue = queue
         self.worker_heartbeat_seconds = worker_heartbeat_seconds
         self.stalled_worker_seconds = stalled_worker_seconds
-        self._render: OutboxRenderer | None = None
+        self._render = outbox
         self._listeners = Listeners()
         self._held: dict[tuple[str, int], int] = {}  # (task_uuid, attempt) -> the token this process holds
         self._held_lock = threading.Lock()
@@ -674,8 +674,6 @@ class PostgresJobSource:
         return True
 
     async def _emit_outbox(self, conn: psycopg.AsyncConnection[Any], task_uuid: str, t: float) -> None:
-        if self._render is None:
-            return
         rows = await self._q(conn, "SELECT * FROM wanflash_tasks WHERE task_uuid=%s", (task_uuid,))
         for m in self._render(record_from_row(rows[0])):
             await conn.execute(
@@ -709,9 +707,6 @@ class PostgresJobSource:
 
     # -- webhook outbox
 
-    def set_outbox_renderer(self, render: OutboxRenderer | None) -> None:
-        self._render = render
-
     def lease_outbox(self, lease_seconds: float, limit: int = 16, *, now: float | None = None) -> list[OutboxMessage]:
         t = time.time() if now is None else now
         rows = self._call(self._all,
@@ -730,6 +725,7 @@ class PostgresJobSource:
                    (state, attempts, next_at, status, error, msg_id))
 
     def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows, for tests and operators (a plain method, in no role)."""
         if task_uuid is None:
             rows = self._call(self._all, "SELECT * FROM wanflash_outbox ORDER BY created, msg_id")
         else:

@@ -23,19 +23,32 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
 from wanflash.jobs.capabilities import WorkerRecord
 from wanflash.jobs.model import JobSpec
-from wanflash.jobs.source import DuplicateTask, InFlightExceeded, InsertRequest, JobSource, TaskRecord, Upload
+from wanflash.jobs.source import (
+    DuplicateTask,
+    InFlightExceeded,
+    InsertRequest,
+    Submissions,
+    TaskRecord,
+    Upload,
+    UploadStore,
+    WorkerRegistry,
+)
 
 TASK_TYPE = "videoInference"
 R = TypeVar("R")
 
 
+class ApiStore(Submissions, UploadStore, WorkerRegistry, Protocol):
+    """The roles the API's job service uses: submit and poll, resolve uploads, read the live workers."""
+
+
 class JobService:
-    def __init__(self, store: JobSource, wake: asyncio.Event | None = None) -> None:
+    def __init__(self, store: ApiStore, wake: asyncio.Event | None = None) -> None:
         self.store = store
         self.wake = wake or asyncio.Event()
         self._pending: list[tuple[InsertRequest, asyncio.Future[Exception | None]]] = []
@@ -113,7 +126,7 @@ class JobService:
         return await self._read(self.store.get_upload, upload_uuid)
 
     async def workers(self) -> list[WorkerRecord]:
-        """The published workers (:meth:`~wanflash.jobs.source.JobSource.workers`): a few rows, read like a poll."""
+        """The published workers (:meth:`~wanflash.jobs.source.WorkerRegistry.workers`): a few rows, read like a poll."""
         return await self._read(self.store.workers)
 
     async def counts(self) -> dict[str, int]:

@@ -1,8 +1,19 @@
-"""The job source port: what the API and the workers need from the task table, in one protocol.
+"""The job source ports: what the API, the workers and the background loops need from the task table,
+one protocol per role, so each consumer is typed with only what it uses:
 
-Two adapters implement :class:`JobSource`:
+* :class:`Submissions` (6 methods): submit, poll, cancel, count (the API);
+* :class:`Leases` (9): claim and the attempt-fenced writes (the worker's supervisor);
+* :class:`Events` (1): task events for listeners;
+* :class:`WorkerRegistry` (3): what the live workers serve;
+* :class:`Outbox` (2): the webhook outbox (the delivery loop);
+* :class:`KeyStore` (5): API key digests;
+* :class:`UploadStore` (3): the upload index;
+* :class:`MediaRetention` (4): what the retention sweeper deletes.
 
-* :class:`wanflash.jobs.store.TaskStore` (embedded, the default): one SQLite file; the task table
+:class:`JobSource` is their union plus ``close``: what one adapter implements and the process opens.
+Two adapters implement it:
+
+* :class:`wanflash.jobs.store.SqliteJobSource` (embedded, the default): one SQLite file; the task table
   is both the queue and the source of truth.
 * :class:`wanflash.jobs.postgres.PostgresJobSource` (distributed): the task table lives in
   PostgreSQL and stays the source of truth; procrastinate dispatches (priority, a queueing lock
@@ -135,6 +146,16 @@ class OutboxMessage:
 OutboxRenderer = Callable[[TaskRecord], list[OutboxMessage]]
 
 
+class NoTerminalWrites(RuntimeError):
+    """A process opened without a webhook renderer tried to end a task."""
+
+
+def refuse_terminal_writes(record: TaskRecord) -> list[OutboxMessage]:
+    """The :data:`OutboxRenderer` of a process that never ends a task (key administration, migrations):
+    a terminal transition there raises, rolling the transition back, instead of queueing no webhook."""
+    raise NoTerminalWrites(f"task {record.task_uuid}: this process may not end tasks (it renders no webhooks)")
+
+
 @dataclass(frozen=True)
 class ApiKeyRow:
     key_id: str
@@ -179,17 +200,16 @@ class TaskEvent:
 Listener = Callable[[TaskEvent], None]
 
 
-class JobSource(Protocol):
-    """The port. ``now`` parameters exist for tests; production passes nothing (wall clock)."""
+class Submissions(Protocol):
+    """The API's side of the task table: submit, poll, cancel, count. ``now`` parameters exist for
+    tests; production passes nothing (wall clock)."""
 
-    max_attempts: int
-    #: True where a point read (``get``, ``in_flight``, ``get_upload``) is a local index lookup that
-    #: never waits on I/O or on a writer, so async callers may run it on the event loop instead of
-    #: paying a thread hop (SQLite in WAL mode); False where it is a network round trip (PostgreSQL).
-    #: ``counts`` scans the table and always runs in a thread.
+    #: True where a point read (``get``, ``in_flight``, ``get_upload``, ``key_hash_active``) is a local
+    #: index lookup that never waits on I/O or on a writer, so async callers may run it on the event
+    #: loop instead of paying a thread hop (SQLite in WAL mode); False where it is a network round trip
+    #: (PostgreSQL). ``counts`` scans the table and always runs in a thread.
     inline_reads: bool
 
-    # -- API side
     def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
                max_in_flight: int | None = None, priority: int = 0) -> None: ...
 
@@ -206,17 +226,12 @@ class JobSource(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
-    # -- media lifetime (wanflash.delivery.retention)
-    def media_due(self, now: float, *, default_ttl: int, grace: float, limit: int = 200) -> list[TaskRecord]:
-        """Finished tasks whose links expired (``finished`` + the spec's ``ttl``, else ``default_ttl``)
-        at least ``grace`` seconds before ``now``, whose media is not yet marked deleted; oldest first."""
-        ...
 
-    def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
-        """Mark the task's stored inputs and outputs as deleted (it leaves :meth:`media_due`)."""
-        ...
+class Leases(Protocol):
+    """The worker's side: claim a task and write its progress and outcome, fenced by ``attempt``."""
 
-    # -- worker side, fenced by attempt
+    max_attempts: int
+
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None,
               queues: Sequence[str] | None = None) -> Claim | None:
         """Lease the next task (priority, then FIFO) from ``queues`` (None: from any queue)."""
@@ -240,7 +255,16 @@ class JobSource(Protocol):
 
     def cancelled(self, task_uuid: str, attempt: int, *, now: float | None = None) -> bool: ...
 
-    # -- worker capabilities (wanflash.jobs.capabilities)
+
+class Events(Protocol):
+    """Task events (:class:`TaskEvent`) for listeners in this process (every process, on PostgreSQL)."""
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+
+
+class WorkerRegistry(Protocol):
+    """What the live workers serve (:mod:`wanflash.jobs.capabilities`)."""
+
     def publish_worker(self, worker_id: str, caps: WorkerCapabilities, ttl_seconds: float, *,
                        now: float | None = None) -> None:
         """Record or refresh a worker: it counts as live until ``now + ttl_seconds``. Also forgets
@@ -255,11 +279,10 @@ class JobSource(Protocol):
         """Workers seen within :data:`~wanflash.jobs.capabilities.KNOWN_WORKER_SECONDS`, latest first."""
         ...
 
-    # -- events
-    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
 
-    # -- webhook outbox
-    def set_outbox_renderer(self, render: OutboxRenderer | None) -> None: ...
+class Outbox(Protocol):
+    """The webhook outbox the delivery loop drains. Rows are written by the adapter's renderer (a
+    required constructor argument) inside each terminal transition's transaction."""
 
     def lease_outbox(self, lease_seconds: float, limit: int = 16, *,
                      now: float | None = None) -> list[OutboxMessage]: ...
@@ -267,9 +290,12 @@ class JobSource(Protocol):
     def outbox_result(self, msg_id: str, *, state: str, attempts: int, next_at: float | None = None,
                       status: int | None = None, error: str | None = None) -> None: ...
 
-    def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]: ...
 
-    # -- API keys (hashes only) and the upload index
+class KeyStore(Protocol):
+    """API keys, stored as SHA-256 digests only."""
+
+    inline_reads: bool
+
     def add_key(self, key_id: str, key_hash: str, *, now: float | None = None) -> None: ...
 
     def key_hash_active(self, key_hash: str) -> bool: ...
@@ -279,6 +305,12 @@ class JobSource(Protocol):
     def revoke_key(self, key_id: str, *, now: float | None = None) -> bool: ...
 
     def active_key_count(self) -> int: ...
+
+
+class UploadStore(Protocol):
+    """The upload index the API resolves ``imageUpload`` UUIDs through."""
+
+    inline_reads: bool
 
     def add_upload(self, upload_uuid: str, kind: str, key: str, content_type: str, *,
                    now: float | None = None, owner: str | None = None) -> None:
@@ -291,6 +323,19 @@ class JobSource(Protocol):
         """Record a use of the upload (a task referenced it): its retention counts from the last use."""
         ...
 
+
+class MediaRetention(Protocol):
+    """What the retention sweeper (:mod:`wanflash.delivery.retention`) finds due and marks gone."""
+
+    def media_due(self, now: float, *, default_ttl: int, grace: float, limit: int = 200) -> list[TaskRecord]:
+        """Finished tasks whose links expired (``finished`` + the spec's ``ttl``, else ``default_ttl``)
+        at least ``grace`` seconds before ``now``, whose media is not yet marked deleted; oldest first."""
+        ...
+
+    def media_deleted(self, task_uuid: str, *, now: float | None = None) -> None:
+        """Mark the task's stored inputs and outputs as deleted (it leaves :meth:`media_due`)."""
+        ...
+
     def uploads_due(self, before: float, *, limit: int = 200) -> list[Upload]:
         """Uploads last used (or, never used, created) at or before ``before``; oldest first."""
         ...
@@ -298,6 +343,12 @@ class JobSource(Protocol):
     def delete_upload(self, upload_uuid: str) -> None:
         """Forget the upload: its UUID no longer resolves."""
         ...
+
+
+class JobSource(Submissions, Leases, Events, WorkerRegistry, Outbox, KeyStore, UploadStore, MediaRetention,
+                Protocol):
+    """Every role together: what an adapter implements and what the composition root opens. Consumers
+    take only the role(s) they use."""
 
     def close(self) -> None: ...
 
@@ -353,17 +404,18 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
     )
 
 
-def open_job_source(settings: "Settings", *, sqlite_path: "Path | None" = None) -> JobSource:
+def open_job_source(settings: "Settings", *, outbox: OutboxRenderer, sqlite_path: "Path | None" = None) -> JobSource:
     """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else the SQLite file
-    at ``sqlite_path``."""
+    at ``sqlite_path``. ``outbox`` renders each terminal task's webhook messages
+    (:func:`wanflash.delivery.outbox.make_renderer`, or :func:`refuse_terminal_writes`)."""
     if settings.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
 
-        return PostgresJobSource(settings.database_url, max_attempts=settings.max_attempts,
+        return PostgresJobSource(settings.database_url, outbox=outbox, max_attempts=settings.max_attempts,
                                  worker_heartbeat_seconds=settings.heartbeat_seconds,
                                  stalled_worker_seconds=settings.lease_seconds)
-    from wanflash.jobs.store import TaskStore
+    from wanflash.jobs.store import SqliteJobSource
 
     if sqlite_path is None:
         raise ValueError("no WANFLASH_DATABASE_URL and no SQLite path: nothing to open")
-    return TaskStore(sqlite_path, max_attempts=settings.max_attempts)
+    return SqliteJobSource(sqlite_path, outbox=outbox, max_attempts=settings.max_attempts)

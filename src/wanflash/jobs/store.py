@@ -2,12 +2,12 @@
 
 Guarantees:
 
-* ``taskUUID`` is the primary key, so a task exists at most once; :meth:`TaskStore.insert`
+* ``taskUUID`` is the primary key, so a task exists at most once; :meth:`SqliteJobSource.insert`
   raises :class:`DuplicateTask` for a reused id.
 * The database runs in WAL mode with ``synchronous=FULL``: a task acknowledged to a client
   survives a crash or power cut of this process.
 * A worker owns a running task through a *lease* (``lease_owner``, ``lease_until``) and an
-  *attempt* number that :meth:`TaskStore.claim` increments. Every worker write (heartbeat,
+  *attempt* number that :meth:`SqliteJobSource.claim` increments. Every worker write (heartbeat,
   progress, completion, failure) is fenced by ``(task_uuid, attempt, state='running')``: a
   worker whose lease expired and was taken over writes nothing and gets ``False`` back.
 * An expired lease re-queues the task while ``attempt < max_attempts``; after that the task
@@ -16,7 +16,7 @@ Guarantees:
   a claim with ``queues`` takes only from those. Workers publish their capabilities into
   ``workers``; the embedded (sole) worker's start expires every earlier record, since it alone
   serves this file.
-* Listeners (:meth:`TaskStore.subscribe`) get a :class:`~wanflash.jobs.source.TaskEvent` after each
+* Listeners (:meth:`SqliteJobSource.subscribe`) get a :class:`~wanflash.jobs.source.TaskEvent` after each
   commit that queues, progresses, ends or flags a task for cancellation (in this process only:
   one embedded process owns the file).
 
@@ -25,14 +25,14 @@ live there and are re-exported here.
 
 * **Webhook outbox**: every transition to a terminal state (``succeeded``, ``failed``,
   ``cancelled``, including ``workerLost`` from lease expiry) writes the task's webhook messages
-  into ``outbox`` *in the same transaction* (rendered by the callable given to
-  :meth:`TaskStore.set_outbox_renderer`), so a crash can lose neither the state nor its
+  into ``outbox`` *in the same transaction* (rendered by the ``outbox`` callable, a required
+  constructor argument, so no process can forget it and drop webhooks), so a crash can lose neither the state nor its
   notification, and a fenced-out (stale) attempt writes no messages. Each row carries its
   ``webhook-id`` (stable across retries and restarts) and the exact body bytes; a delivery
   loop (:mod:`wanflash.delivery.outbox`) leases rows and records every attempt.
 
 * **Concurrency**: writes go through one connection under a lock, each transaction ending in an
-  fsync; :meth:`TaskStore.insert_many` commits many submissions in ONE transaction (group commit:
+  fsync; :meth:`SqliteJobSource.insert_many` commits many submissions in ONE transaction (group commit:
   one fsync for a burst of submits, see :class:`wanflash.jobs.service.JobService`). Reads use a
   connection per thread and no lock: in WAL mode a reader sees the last committed state and never
   waits for a writer's fsync, so polls are not queued behind commits.
@@ -77,7 +77,7 @@ from wanflash.jobs.source import (
 )
 
 __all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "InsertRequest", "OutboxMessage",
-           "OutboxRenderer", "TaskRecord", "TaskStore", "Upload"]
+           "OutboxRenderer", "TaskRecord", "SqliteJobSource", "Upload"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -131,14 +131,14 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
-class TaskStore:
+class SqliteJobSource:
     """SQLite-backed task table. Thread-safe: one connection, serialized by a lock."""
 
     # A read is a B-tree lookup in pages the OS has cached (tens of microseconds) on this thread's
     # own WAL reader, which never waits for the writer's fsync: cheaper than the thread hop.
     inline_reads = True
 
-    def __init__(self, path: Path, *, max_attempts: int = 2) -> None:
+    def __init__(self, path: Path, *, outbox: OutboxRenderer, max_attempts: int = 2) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
@@ -157,21 +157,15 @@ class TaskStore:
         self._migrate()
         self._migrate_ownership()
         self._migrate_capabilities()
-        self._render: OutboxRenderer | None = None
+        self._render = outbox
         self._listeners = Listeners()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after each committed event (from the writing thread); returns an unsubscribe."""
         return self._listeners.add(listener)
 
-    def set_outbox_renderer(self, render: OutboxRenderer | None) -> None:
-        """Messages to queue when a task reaches a terminal state (called inside that transaction)."""
-        self._render = render
-
     def _emit(self, db: sqlite3.Connection, task_uuid: str, now: float) -> None:
         """Queue the terminal task's webhook messages; runs inside the transition's transaction."""
-        if self._render is None:
-            return
         row = db.execute("SELECT * FROM tasks WHERE task_uuid=?", (task_uuid,)).fetchone()
         for m in self._render(record_from_row(row)):
             # OR IGNORE: a message id is written once; terminal states never change anyway.
@@ -545,7 +539,7 @@ class TaskStore:
                     "last_status=?, last_error=? WHERE msg_id=?", (state, attempts, next_at, status, error, msg_id))
 
     def outbox_rows(self, task_uuid: str | None = None) -> list[dict[str, Any]]:
-        """Outbox rows (for tests and operators)."""
+        """Outbox rows, for tests and operators (a plain method, in no role)."""
         if task_uuid is None:
             rows = self._all("SELECT * FROM outbox ORDER BY created, msg_id")
         else:

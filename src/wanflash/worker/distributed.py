@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from wanflash.config import Settings
-    from wanflash.jobs.source import JobSource
+    from wanflash.jobs.source import OutboxRenderer
     from wanflash.observability.metrics import Metrics
     from wanflash.storage.base import ObjectStore
     from wanflash.worker.executor import Executor
@@ -134,11 +134,11 @@ class _Parent:
         return 0
 
 
-def worker_media(settings: "Settings", source: "JobSource") -> "ObjectStore":
+def worker_media(settings: "Settings") -> "tuple[ObjectStore, OutboxRenderer]":
     """What a worker process needs for outputs: the configured media store (the API's: S3, or a data
-    dir shared with it), and ``source`` set to render webhook messages at each terminal transition,
-    in that transaction (``wanflash api`` sends them), with the links ``getResponse`` gives:
-    presigned S3 GETs, or the API's signed ``/media`` links."""
+    dir shared with it), and the renderer its job source is opened with, which writes the webhook
+    messages at each terminal transition, in that transaction (``wanflash api`` sends them), with the
+    links ``getResponse`` gives: presigned S3 GETs, or the API's signed ``/media`` links."""
     from wanflash.delivery.outbox import make_renderer
     from wanflash.storage import create_store
     from wanflash.storage.links import MediaLinks
@@ -146,9 +146,7 @@ def worker_media(settings: "Settings", source: "JobSource") -> "ObjectStore":
 
     storage = create_store(settings)
     links = MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
-    source.set_outbox_renderer(make_renderer(lambda key, exp: links.url(key, exp, settings.base_url),
-                                             settings.default_ttl_seconds))
-    return storage
+    return storage, make_renderer(lambda key, exp: links.url(key, exp, settings.base_url), settings.default_ttl_seconds)
 
 
 def worker_metrics(settings: "Settings", executor: "Executor") -> "tuple[Metrics | None, Callable[[], None]]":
@@ -178,10 +176,11 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
     from wanflash.worker.executor import create_executor
     from wanflash.worker.supervisor import Supervisor
 
-    source = open_job_source(settings)
+    storage, render = worker_media(settings)
+    source = open_job_source(settings, outbox=render)
     executor = create_executor(settings, pipeline_factory)
     metrics, stop_metrics = worker_metrics(settings, executor)
-    supervisor = Supervisor(settings, source, worker_media(settings, source), executor, metrics=metrics)
+    supervisor = Supervisor(settings, source, storage, executor, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -55,7 +55,7 @@ from wanflash.worker.render import DEFAULT_FACTORY, Plan, Renderer, guarded, res
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
-    from wanflash.jobs.source import JobSource
+    from wanflash.jobs.source import JobSource, OutboxRenderer
     from wanflash.pipelines.parallel import GroupComm
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,13 @@ GROUP_RESTARTS = RestartPolicy(base=1.0, cap=30.0)
 COLLECTIVE_TIMEOUT_S = 7 * 86400
 
 
-def default_source(settings: "Settings") -> "JobSource":
-    """The job source the settings ask for (PostgreSQL with ``database_url``, else the embedded SQLite file)."""
+def default_source(settings: "Settings", *, outbox: "OutboxRenderer") -> "JobSource":
+    """The job source the settings ask for (PostgreSQL with ``database_url``, else the embedded SQLite
+    file), rendering webhooks with ``outbox``."""
     from wanflash.api.auth import db_path
     from wanflash.jobs.source import open_job_source
 
-    return open_job_source(settings, sqlite_path=db_path(settings))
+    return open_job_source(settings, outbox=outbox, sqlite_path=db_path(settings))
 
 
 # ------------------------------------------------------------------ rank processes (torch side)
@@ -156,10 +157,11 @@ async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, sou
     from wanflash.worker.distributed import worker_media, worker_metrics
     from wanflash.worker.supervisor import Supervisor
 
-    store = resolve_factory(source)(settings)  # type: ignore[arg-type]
+    storage, render = worker_media(settings)
+    store = resolve_factory(source)(settings, outbox=render)  # type: ignore[call-arg]
     executor = LeaderExecutor(comm, renderer)
     metrics, _ = worker_metrics(settings, executor)  # served until the process ends
-    supervisor = Supervisor(settings, store, worker_media(settings, store), executor,  # type: ignore[arg-type]
+    supervisor = Supervisor(settings, store, storage, executor,  # type: ignore[arg-type]
                             release_orphans=False, metrics=metrics)
     supervisor.start()
     await asyncio.Event().wait()  # until the parent terminates this process

@@ -57,12 +57,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
 from wanflash.jobs.capabilities import WorkerCapabilities, capabilities_for
 from wanflash.jobs.model import OutputRecord
-from wanflash.jobs.source import Claim, JobSource, TaskEvent
+from wanflash.jobs.source import Claim, Events, Leases, TaskEvent, WorkerRegistry
 from wanflash.observability.logs import task_context
 from wanflash.observability.metrics import StageClock
 from wanflash.storage.base import StorageUnavailable
@@ -112,8 +112,12 @@ def sweep_tmp(root: Path) -> int:
     return removed
 
 
+class WorkerStore(Leases, Events, WorkerRegistry, Protocol):
+    """The roles a worker's supervisor uses: leases and fenced writes, cancel events, its capability record."""
+
+
 class Supervisor:
-    def __init__(self, settings: "Settings", store: JobSource, storage: "ObjectStore", executor: Executor, *,
+    def __init__(self, settings: "Settings", store: WorkerStore, storage: "ObjectStore", executor: Executor, *,
                  wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True,
                  metrics: "Metrics | None" = None, capabilities: WorkerCapabilities | None = None) -> None:
         self.settings = settings
