@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import no_webhooks
 from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, reference
 from wanflash.cli import main
-from tests.jobs.records import no_webhooks
 
 
 def test_help_lists_the_commands() -> None:

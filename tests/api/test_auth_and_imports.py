@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import no_webhooks
 from wanflash.api.auth import KeyRing, db_path, ensure_first_key, hash_key
 from wanflash.cli import main as cli_main
 from wanflash.config import Settings
 from wanflash.jobs.store import SqliteJobSource
-
-from tests.jobs.records import no_webhooks
 
 
 def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

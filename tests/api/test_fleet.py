@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.api.support import API_KEY, make_settings
+from tests.jobs.records import no_webhooks
 from wanflash.api.app import create_app
 from wanflash.api.auth import db_path
 from wanflash.api.fleet import select
@@ -22,7 +23,6 @@ from wanflash.api.validation import parse_video_task
 from wanflash.errors import InvalidRequest
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 from wanflash.jobs.store import SqliteJobSource
-from tests.jobs.records import no_webhooks
 
 TINY = WorkerCapabilities(profile="tiny", fps=16, max_clip_frames=81, native_audio="ltx2")
 FIVE_B = WorkerCapabilities(profile="wan2.2-ti2v-5b", fps=24, max_clip_frames=121, native_audio="none")

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.api.support import make_settings
+from tests.jobs.records import no_webhooks
 from wanflash.api.inputs import InputResolver, _Where
 from wanflash.storage.local import LocalStore
-from tests.jobs.records import no_webhooks
 
 WHERE = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", "t")
 

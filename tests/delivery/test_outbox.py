@@ -16,7 +16,7 @@ from tests.api.test_ws_protocol import video_task
 from tests.delivery.receiver import receiver
 from tests.jobs.records import output
 from wanflash.delivery.outbox import OutboxDeliverer, make_renderer
-from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret, verify
+from wanflash.delivery.webhook import RetryPolicy, WebhookSender, generate_secret, verify
 from wanflash.jobs.model import JobSpec, OutputRecord
 from wanflash.jobs.store import SqliteJobSource
 from wanflash.testing import live_server
@@ -75,8 +75,8 @@ async def test_crash_before_post_is_delivered_after_restart_with_same_id(tmp_pat
         store.close()  # the process "dies" after the commit, before any POST
 
         store = open_store(tmp_path / "db")
-        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True),
-                            schedule=RetrySchedule(base_delay_s=0.05), rng=lambda: 1.0)
+        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True, schedule=RetryPolicy(base_delay_s=0.05),
+                                                 rng=lambda: 1.0))
         for _ in range(100):
             await d.run_once()
             if all(r["state"] == "delivered" for r in store.outbox_rows()):
@@ -101,8 +101,8 @@ async def test_retry_after_pushes_the_next_attempt_back(tmp_path: Path) -> None:
         store.insert(s)
         c = store.claim("a", 30)
         assert c and store.complete(s.task_uuid, c.attempt, results(1))
-        schedule = RetrySchedule(base_delay_s=0.05, max_retry_after_s=600)
-        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True), schedule=schedule, rng=lambda: 1.0)
+        schedule = RetryPolicy(base_delay_s=0.05, max_retry_after_s=600)
+        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True, schedule=schedule, rng=lambda: 1.0))
         t0 = time.time()
         assert await d.run_once() == 1
         (row,) = store.outbox_rows()
@@ -117,6 +117,32 @@ async def test_retry_after_pushes_the_next_attempt_back(tmp_path: Path) -> None:
         store._write("UPDATE outbox SET next_at=0")
         assert await d.run_once() == 1
         assert store.outbox_rows()[0]["state"] == "delivered" and len(rx.requests) == 3
+        store.close()
+
+
+async def test_the_outbox_runs_the_senders_retry_policy(tmp_path: Path) -> None:
+    """Production (one attempt per lease, the next time persisted) follows the same RetryPolicy that
+    WebhookSender.deliver applies in memory: same delays, same attempt budget, same final state."""
+    policy = RetryPolicy(base_delay_s=5, max_attempts=3)
+    with receiver() as rx:
+        rx.statuses = [500, 502, 503]
+        store = open_store(tmp_path / "db")
+        s = spec(rx.url + "/hook", n=1)
+        store.insert(s)
+        c = store.claim("a", 30)
+        assert c and store.complete(s.task_uuid, c.attempt, results(1))
+        d = OutboxDeliverer(store, WebhookSender(SECRET, allow_loopback=True, schedule=policy, rng=lambda: 1.0))
+        waits = []
+        for _ in range(3):
+            t0 = time.time()
+            assert await d.run_once() == 1
+            (row,) = store.outbox_rows()
+            if row["state"] == "pending":
+                waits.append(round(row["next_at"] - t0))
+                store._write("UPDATE outbox SET next_at=0")  # time passes
+        assert waits == [5, 10]
+        assert row["state"] == "exhausted" and row["attempts"] == 3 and row["last_status"] == 503
+        assert len(rx.requests) == 3 and await d.run_once() == 0
         store.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from tests.jobs.records import output, no_webhooks
+from tests.jobs.records import no_webhooks, output
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.jobs.model import JobSpec
 from wanflash.jobs.store import SqliteJobSource

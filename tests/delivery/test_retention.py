@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
-from tests.jobs.records import output, no_webhooks
+from tests.jobs.records import no_webhooks, output
 from tests.jobs.test_store import spec
 from wanflash.api.app import create_app
 from wanflash.api.auth import db_path, hash_key

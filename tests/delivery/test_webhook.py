@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.test_ssrf import LoopbackServer, Req, respond
 from wanflash.delivery.webhook import (
-    RetrySchedule,
+    RetryPolicy,
     WebhookSender,
     WebhookVerificationError,
     generate_secret,
@@ -78,9 +78,21 @@ def test_retry_after_parsing() -> None:
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
-    s = RetrySchedule(base_delay_s=2, max_delay_s=30)
+    s = RetryPolicy(base_delay_s=2, max_delay_s=30)
     assert [s.delay(n, lambda: 1.0) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
     assert s.delay(3, lambda: 0.25) == 2
+
+
+def test_retry_policy_decides_backoff_retry_after_budget_and_expiry() -> None:
+    p = RetryPolicy(base_delay_s=5, max_attempts=3, max_retry_after_s=600)
+    one = lambda: 1.0
+    assert p.after_failure(1, None, now=0, expires_at=1000, rng=one) == 5
+    assert p.after_failure(2, None, now=0, expires_at=1000, rng=one) == 10
+    assert p.after_failure(1, 120, now=0, expires_at=1000, rng=one) == 120  # Retry-After wins
+    assert p.after_failure(1, 99999, now=0, expires_at=1000, rng=one) == 600  # capped
+    assert p.after_failure(1, 2, now=0, expires_at=1000, rng=one) == 5  # never sooner than backoff
+    assert p.after_failure(3, None, now=0, expires_at=1000, rng=one) == "exhausted"
+    assert p.after_failure(2, None, now=990, expires_at=1000, rng=one) == "expired"  # lands at 1000
 
 
 # ----------------------------------------------------------------------------- delivery
@@ -102,7 +114,7 @@ class FakeTime:
 
 
 def sender(ft: FakeTime, **kw: object) -> WebhookSender:
-    schedule = kw.pop("schedule", RetrySchedule(base_delay_s=5, max_attempts=5))
+    schedule = kw.pop("schedule", RetryPolicy(base_delay_s=5, max_attempts=5))
     return WebhookSender(SECRET, allow_loopback=True, schedule=schedule, sleep=ft.sleep, clock=ft.clock,
                          rng=lambda: 1.0, **kw)  # type: ignore[arg-type]
 
@@ -143,7 +155,7 @@ async def test_hanging_receiver_times_out_per_attempt() -> None:
 
     async with LoopbackServer(h) as srv:
         t0 = time.monotonic()
-        out = await sender(ft, attempt_timeout_s=0.3, schedule=RetrySchedule(base_delay_s=1, max_attempts=2)).deliver(
+        out = await sender(ft, attempt_timeout_s=0.3, schedule=RetryPolicy(base_delay_s=1, max_attempts=2)).deliver(
             srv.url(), {"a": 1}, msg_id="m", expires_at=ft.now + 3600
         )
         elapsed = time.monotonic() - t0
@@ -203,7 +215,7 @@ async def test_connection_refused_is_retried() -> None:
     ft = FakeTime()
     async with LoopbackServer(scripted()) as srv:
         port = srv.port
-    out = await sender(ft, schedule=RetrySchedule(base_delay_s=1, max_attempts=3)).deliver(
+    out = await sender(ft, schedule=RetryPolicy(base_delay_s=1, max_attempts=3)).deliver(
         f"http://127.0.0.1:{port}/", {"a": 1}, msg_id="m", expires_at=ft.now + 3600
     )
     assert out.state == "exhausted" and out.attempts == 3 and ft.sleeps == [1, 2]

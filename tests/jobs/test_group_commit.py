@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import no_webhooks
 from tests.jobs.test_store import spec
 from wanflash.errors import InvalidRequest, ServiceOverloaded
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.service import JobService
 from wanflash.jobs.store import DuplicateTask, InFlightExceeded, InsertRequest, SqliteJobSource
-from tests.jobs.records import no_webhooks
 
 
 @pytest.fixture

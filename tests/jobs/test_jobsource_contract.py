@@ -12,11 +12,18 @@ from typing import Any
 
 import pytest
 
-from tests.jobs.test_store import spec
 from tests.jobs.records import output
+from tests.jobs.test_store import spec
 from wanflash.jobs.capabilities import KNOWN_WORKER_SECONDS, WorkerCapabilities
 from wanflash.jobs.model import TaskState
-from wanflash.jobs.source import DuplicateTask, InFlightExceeded, JobSource, OutboxMessage, TaskEvent, TaskRecord
+from wanflash.jobs.source import (
+    DuplicateTask,
+    InFlightExceeded,
+    JobSource,
+    OutboxMessage,
+    TaskEvent,
+    TaskRecord,
+)
 
 
 class Adapter:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tests.jobs.records import no_webhooks
 from tests.jobs.test_store import spec
 from wanflash.delivery.responses import poll_reply
 from wanflash.jobs.model import dump_results, load_results
 from wanflash.jobs.store import SqliteJobSource
-from tests.jobs.records import no_webhooks
 
 # Exactly what the supervisor stored per result before OutputRecord (dict keys, in its order).
 OLD_ROW = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import no_webhooks, output
 from tests.jobs.test_store import spec
-from tests.jobs.records import output, no_webhooks
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.postgres import PostgresJobSource
 

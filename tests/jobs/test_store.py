@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.records import output, no_webhooks
+from tests.jobs.records import no_webhooks, output
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.store import DuplicateTask, SqliteJobSource
 

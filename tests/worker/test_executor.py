@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.records import no_webhooks
 from wanflash.config import Settings
 from wanflash.errors import ExecutorDead, JobFailed
 from wanflash.jobs.model import JobSpec, TaskState
+from wanflash.jobs.source import OutboxRenderer
 from wanflash.jobs.store import SqliteJobSource
 from wanflash.storage.local import LocalStore
 from wanflash.worker.executor import InProcessExecutor, SubprocessExecutor, create_executor
 from wanflash.worker.protocol import Done, RunJob
 from wanflash.worker.supervisor import Supervisor
-from tests.jobs.records import no_webhooks
-from wanflash.jobs.source import OutboxRenderer
 
 FIX = "tests.worker.fixture_pipelines"
 

@@ -25,13 +25,13 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.jobs.records import no_webhooks
 from wanflash import MODEL_ID
 from wanflash.config import Settings
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.store import TaskRecord
 from wanflash.storage.local import LocalStore
-from tests.jobs.records import no_webhooks
-from wanflash.worker.group import GroupRunner, run_group, default_source, supervise
+from wanflash.worker.group import GroupRunner, default_source, run_group, supervise
 
 pytest.importorskip("torch")
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.jobs.records import no_webhooks
 from tests.worker.test_multishot import PlanExtender
 from tests.worker.test_prompt_extend_wiring import ScriptedExtender
 from wanflash import MODEL_ID
@@ -35,7 +36,6 @@ from wanflash.worker.executor import OnProgress, outcome
 from wanflash.worker.protocol import Done, ExecutorState, RunJob
 from wanflash.worker.render import Renderer
 from wanflash.worker.supervisor import Supervisor
-from tests.jobs.records import no_webhooks
 
 WHITE, DARK = 235, 25
 

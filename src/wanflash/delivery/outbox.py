@@ -15,10 +15,11 @@ Guarantees:
 * ``webhook-id`` is ``msg_<taskUUID>_<i>`` (``_error`` for failures), stored in the row: identical
   on every retry and after restarts, so receivers dedupe on it. Body bytes are stored, not rebuilt.
 * :class:`OutboxDeliverer` leases due rows, makes **one** signed attempt per lease with
-  :class:`~wanflash.delivery.webhook.WebhookSender` (SSRF-guarded, 3xx not followed, 410 stops),
-  and persists the outcome; retryable failures are rescheduled with exponential backoff and full
-  jitter, or later when a 429/503 carries ``Retry-After`` (capped at ``max_retry_after_s``); the
-  schedule lives in the row, so it survives restarts. Nothing is attempted at or after
+  :meth:`WebhookSender.attempt <wanflash.delivery.webhook.WebhookSender.attempt>` (SSRF-guarded,
+  3xx not followed, 410 stops), and persists the outcome; retryable failures are rescheduled by the
+  sender's :class:`~wanflash.delivery.webhook.RetryPolicy` (the one ``WebhookSender.deliver`` uses:
+  exponential backoff and full jitter, or later when a 429/503 carries ``Retry-After``, capped at
+  ``max_retry_after_s``); the next time lives in the row, so it survives restarts. Nothing is attempted at or after
   the message's ``expires_at`` (the output URL's expiry): the row ends ``expired``.
 * Every attempt's outcome is counted on ``metrics`` (``delivered``, ``retry`` when rescheduled, or
   the final state) and logged with the message's ``taskUUID``.
@@ -31,15 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wanflash.delivery.background import BackgroundLoop
 from wanflash.delivery.responses import expires_at, poll_reply
-from wanflash.delivery.webhook import RetrySchedule, WebhookSender, generate_secret
+from wanflash.delivery.webhook import WebhookSender, generate_secret
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import Outbox, OutboxMessage, TaskRecord
 from wanflash.observability.logs import redact_url, task_context
@@ -85,19 +84,14 @@ class OutboxDeliverer(BackgroundLoop):
 
     task_name = "wanflash-webhooks"
 
-    def __init__(self, store: Outbox, sender: WebhookSender, *, schedule: RetrySchedule | None = None,
-                 poll_seconds: float = 0.5, rng: Callable[[], float] = random.random,
+    def __init__(self, store: Outbox, sender: WebhookSender, *, poll_seconds: float = 0.5,
                  metrics: "Metrics | None" = None) -> None:
         self.store = store
         self.metrics = metrics
+        # One sender.attempt per lease; sender.schedule (the RetryPolicy WebhookSender.deliver applies
+        # too) says when the next one is due, and that time is persisted in the row.
         self.sender = sender
-        self.schedule = schedule or RetrySchedule()
         self.poll_seconds = poll_seconds
-        self.rng = rng
-        # One attempt per lease; the retry schedule is applied here and persisted in the row.
-        self._one_shot = WebhookSender(sender.secret, allow_loopback=sender.allow_loopback,
-                                       schedule=RetrySchedule(max_attempts=1),
-                                       attempt_timeout_s=sender.attempt_timeout_s, resolver=sender.resolver)
         self.wake = asyncio.Event()
 
     async def _loop(self) -> None:
@@ -129,25 +123,20 @@ class OutboxDeliverer(BackgroundLoop):
             self.metrics.webhook(outcome)
 
     async def _attempt_in_context(self, m: OutboxMessage) -> None:
-        now = time.time()
-        if now >= m.expires_at:
+        if self.sender.clock() >= m.expires_at:
             self._count("expired")
             await asyncio.to_thread(self.store.outbox_result, m.msg_id, state="expired", attempts=m.attempts,
                                     error="the output URL expired before delivery")
             return
-        out = await self._one_shot.deliver_body(m.url, m.body, msg_id=m.msg_id, expires_at=m.expires_at)
-        attempts = m.attempts + out.attempts
-        if out.state == "exhausted":  # a retryable failure of this single attempt
-            if attempts >= self.schedule.max_attempts:
-                state, next_at = "exhausted", None
-            else:
-                delay = self.schedule.delay(attempts, self.rng)
-                if out.retry_after is not None:  # the receiver's Retry-After, within the schedule's cap
-                    delay = max(delay, min(out.retry_after, self.schedule.max_retry_after_s))
-                next_at = time.time() + delay
-                state = "pending" if next_at < m.expires_at else "expired"
-        else:
-            state, next_at = out.state, None
+        out = await self.sender.attempt(m.url, m.body, msg_id=m.msg_id, expires_at=m.expires_at)
+        attempts = m.attempts + 1
+        state: str = out.state
+        next_at: float | None = None
+        if out.state == "retry":
+            now = self.sender.clock()
+            wait = self.sender.schedule.after_failure(attempts, out.retry_after, now=now, expires_at=m.expires_at,
+                                                      rng=self.sender.rng)
+            state, next_at = (wait, None) if isinstance(wait, str) else ("pending", now + wait)
         self._count("retry" if state == "pending" else state)
         if state != "delivered":
             log.warning("webhook %s to %s: %s after %d attempts (%s)", m.msg_id, redact_url(m.url), state, attempts,

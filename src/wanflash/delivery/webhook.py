@@ -24,13 +24,15 @@ Verifying on the receiving side (users, and this project's tests)::
 constant time, and refuses timestamps more than ``tolerance_s`` away from now. Any standard library
 (``standardwebhooks``, ``svix``) verifies these messages too.
 
-Delivery (:class:`WebhookSender`): POST the JSON body (serialised once, same bytes every attempt)
+Delivery (:class:`WebhookSender`, one :meth:`~WebhookSender.attempt` at a time, retried by the one
+:class:`RetryPolicy` that the outbox applies too): POST the JSON body (serialised once, same bytes every attempt)
 through the SSRF guard; redirects are not followed; each attempt has a total deadline (15 s);
 2xx = delivered; 410 = stop (receiver gone); 408/425/429/5xx, timeouts and connection errors =
 retry with exponential backoff and full jitter, honouring ``Retry-After`` (capped); 3xx and other 4xx
 = stop (a retry would get the same answer); no attempt is started at or after ``expires_at``
-(the output URL would be dead). Persistence (the outbox) is the caller's job: ``deliver`` sends one
-message to completion or gives up and says why.
+(the output URL would be dead). ``deliver`` sends one message to completion in memory, sleeping
+between attempts, or gives up and says why; the outbox (:mod:`wanflash.delivery.outbox`) makes one
+:meth:`~WebhookSender.attempt` per lease and persists the same policy's next time instead.
 """
 
 from __future__ import annotations
@@ -141,9 +143,18 @@ def verify(
 # ----------------------------------------------------------------------------------- delivery
 
 
+#: :meth:`RetryPolicy.after_failure`'s answer: retry after this many seconds, or why to stop.
+RetryDecision = float | Literal["exhausted", "expired"]
+
+
 @dataclass(frozen=True)
-class RetrySchedule:
-    """Exponential backoff with full jitter: delay_n = U(0, min(max_delay, base * 2**(n-1)))."""
+class RetryPolicy:
+    """When to try a message again after a retryable failure; the one policy both the in-memory loop
+    (:meth:`WebhookSender.deliver_body`) and the outbox (:class:`~wanflash.delivery.outbox.OutboxDeliverer`,
+    which persists the answer) apply: exponential backoff with full jitter,
+    delay_n = U(0, min(max_delay, base * 2**(n-1))), pushed back to the receiver's ``Retry-After``
+    (capped at ``max_retry_after_s``); at most ``max_attempts`` attempts; no attempt at or after the
+    message's ``expires_at``."""
 
     base_delay_s: float = 5.0
     max_delay_s: float = 600.0
@@ -153,8 +164,24 @@ class RetrySchedule:
     def delay(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
         return rng() * min(self.max_delay_s, self.base_delay_s * 2 ** (retry_number - 1))
 
+    def after_failure(self, attempts: int, retry_after: float | None, *, now: float, expires_at: float,
+                      rng: Callable[[], float] = random.random) -> RetryDecision:
+        """After ``attempts`` attempts, the last a retryable failure at ``now``: the seconds to wait
+        before the next, or why not to try again (``exhausted``: the attempt budget is spent;
+        ``expired``: the next attempt would land at or after ``expires_at``)."""
+        if attempts >= self.max_attempts:
+            return "exhausted"
+        delay = self.delay(attempts, rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after_s))
+        if now + delay >= expires_at:
+            return "expired"
+        return delay
+
 
 DeliveryState = Literal["delivered", "gone", "rejected", "redirected", "refused", "expired", "exhausted"]
+#: One attempt's outcome: a final state, or ``retry`` (408/425/429/5xx, timeout, connection error).
+AttemptState = Literal["delivered", "gone", "rejected", "redirected", "refused", "retry"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +197,16 @@ class DeliveryOutcome:
     @property
     def delivered(self) -> bool:
         return self.state == "delivered"
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one POST ended: ``retry`` for a failure worth retrying, else a final state."""
+
+    state: AttemptState
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None  # seconds the receiver asked for (429/503 Retry-After)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -194,7 +231,7 @@ class WebhookSender:
         secret: bytes | str,
         *,
         allow_loopback: bool = False,
-        schedule: RetrySchedule | None = None,
+        schedule: RetryPolicy | None = None,
         attempt_timeout_s: float = 15.0,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
@@ -204,7 +241,7 @@ class WebhookSender:
         secret_key(secret)  # fail at construction on a malformed secret, not at the first send
         self.secret = secret
         self.allow_loopback = allow_loopback
-        self.schedule = schedule or RetrySchedule()
+        self.schedule = schedule or RetryPolicy()
         self.attempt_timeout_s = attempt_timeout_s
         self.sleep = sleep
         self.clock = clock
@@ -222,51 +259,48 @@ class WebhookSender:
         """POST ``payload`` as JSON; see :meth:`deliver_body`."""
         return await self.deliver_body(url, self.encode(payload), msg_id=msg_id, expires_at=expires_at)
 
+    async def attempt(self, url: str, body: bytes, *, msg_id: str, expires_at: float) -> AttemptOutcome:
+        """One signed POST of ``body`` (the caller checked ``expires_at`` is ahead), classified."""
+        now = self.clock()
+        try:
+            resp = await guarded_request(
+                "POST", url, headers=signed_headers(self.secret, msg_id, int(now), body), content=body,
+                allow_loopback=self.allow_loopback,
+                deadline_s=max(0.001, min(self.attempt_timeout_s, expires_at - now)),
+                resolver=self.resolver,
+            )
+        except URLRefused as e:
+            log.warning("webhook %s refused by SSRF policy: %s", msg_id, e.reason)
+            return AttemptOutcome("refused", None, e.reason)
+        except FetchError as e:
+            return AttemptOutcome("retry" if e.retryable else "rejected", None, e.reason)
+        if 200 <= resp.status < 300:
+            return AttemptOutcome("delivered", resp.status)
+        if resp.status == 410:
+            return AttemptOutcome("gone", resp.status, "receiver answered 410 Gone")
+        if 300 <= resp.status < 400:
+            return AttemptOutcome("redirected", resp.status, "redirects are not followed")
+        if resp.status < 500 and resp.status not in RETRYABLE_STATUSES:
+            return AttemptOutcome("rejected", resp.status, f"HTTP {resp.status}")
+        return AttemptOutcome("retry", resp.status, f"HTTP {resp.status}",
+                              parse_retry_after(resp.headers.get("retry-after"), self.clock()))
+
     async def deliver_body(self, url: str, body: bytes, *, msg_id: str, expires_at: float) -> DeliveryOutcome:
-        """POST ``body`` until a final answer, ``max_attempts`` or ``expires_at`` (unix seconds)."""
+        """POST ``body`` until a final answer, ``max_attempts`` or ``expires_at`` (unix seconds): each
+        :meth:`attempt`, then the :class:`RetryPolicy` (sleeping here, instead of persisting the time)."""
         attempts = 0
-        status: int | None = None
-        error: str | None = None
+        last = AttemptOutcome("retry")
         while True:
-            now = self.clock()
-            if now >= expires_at:
-                return DeliveryOutcome("expired", attempts, status, error)
+            if self.clock() >= expires_at:
+                return DeliveryOutcome("expired", attempts, last.status, last.error)
             attempts += 1
-            ts = int(now)
-            retry_after: float | None = None
-            try:
-                resp = await guarded_request(
-                    "POST", url, headers=signed_headers(self.secret, msg_id, ts, body), content=body,
-                    allow_loopback=self.allow_loopback,
-                    deadline_s=max(0.001, min(self.attempt_timeout_s, expires_at - now)),
-                    resolver=self.resolver,
-                )
-            except URLRefused as e:
-                log.warning("webhook %s refused by SSRF policy: %s", msg_id, e.reason)
-                return DeliveryOutcome("refused", attempts, None, e.reason)
-            except FetchError as e:
-                status, error = None, e.reason
-                if not e.retryable:
-                    return DeliveryOutcome("rejected", attempts, None, e.reason)
-            else:
-                status, error = resp.status, None
-                if 200 <= resp.status < 300:
-                    return DeliveryOutcome("delivered", attempts, status)
-                if resp.status == 410:
-                    return DeliveryOutcome("gone", attempts, status, "receiver answered 410 Gone")
-                if 300 <= resp.status < 400:
-                    return DeliveryOutcome("redirected", attempts, status, "redirects are not followed")
-                if resp.status < 500 and resp.status not in RETRYABLE_STATUSES:
-                    return DeliveryOutcome("rejected", attempts, status, f"HTTP {resp.status}")
-                error = f"HTTP {resp.status}"
-                retry_after = parse_retry_after(resp.headers.get("retry-after"), self.clock())
-            log.info("webhook %s attempt %d failed: %s", msg_id, attempts, error)
-            if attempts >= self.schedule.max_attempts:
-                return DeliveryOutcome("exhausted", attempts, status, error, retry_after)
-            delay = self.schedule.delay(attempts, self.rng)
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.schedule.max_retry_after_s))
-            if self.clock() + delay >= expires_at:
-                # The next attempt would land after the output URL expired: stop now.
-                return DeliveryOutcome("expired", attempts, status, error)
-            await self.sleep(delay)
+            last = await self.attempt(url, body, msg_id=msg_id, expires_at=expires_at)
+            if last.state != "retry":
+                return DeliveryOutcome(last.state, attempts, last.status, last.error)
+            log.info("webhook %s attempt %d failed: %s", msg_id, attempts, last.error)
+            wait = self.schedule.after_failure(attempts, last.retry_after, now=self.clock(),
+                                               expires_at=expires_at, rng=self.rng)
+            if isinstance(wait, str):
+                retry_after = last.retry_after if wait == "exhausted" else None
+                return DeliveryOutcome(wait, attempts, last.status, last.error, retry_after)
+            await self.sleep(wait)

@@ -77,7 +77,7 @@ from wanflash.jobs.source import (
 )
 
 __all__ = ["ApiKeyRow", "Claim", "DuplicateTask", "InFlightExceeded", "InsertRequest", "OutboxMessage",
-           "OutboxRenderer", "TaskRecord", "SqliteJobSource", "Upload"]
+           "OutboxRenderer", "SqliteJobSource", "TaskRecord", "Upload"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
