@@ -20,9 +20,12 @@ from wanflash.jobs.source import (
     DuplicateTask,
     InFlightExceeded,
     JobSource,
+    NoTerminalWrites,
     OutboxMessage,
+    OutboxRenderer,
     TaskEvent,
     TaskRecord,
+    refuse_terminal_writes,
 )
 
 
@@ -34,20 +37,22 @@ class Adapter:
         self.target = target
         self.opened: list[JobSource] = []
 
-    def make(self) -> JobSource:
-        src = open_source(self.kind, self.target)
+    def make(self, outbox: OutboxRenderer | None = None) -> JobSource:
+        src = open_source(self.kind, self.target, outbox or render_test_outbox)
         self.opened.append(src)
         return src
 
 
-def open_source(kind: str, target: str) -> JobSource:
+def open_source(kind: str, target: str, outbox: OutboxRenderer | None = None) -> JobSource:
+    outbox = outbox or render_test_outbox
     if kind == "sqlite":
         from wanflash.jobs.store import SqliteJobSource
 
-        return SqliteJobSource(Path(target), outbox=render_test_outbox, max_attempts=2)
+        return SqliteJobSource(Path(target), outbox=outbox, max_attempts=2)
     from wanflash.jobs.postgres import PostgresJobSource
 
-    return PostgresJobSource(target, outbox=render_test_outbox, max_attempts=2, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
+    return PostgresJobSource(target, outbox=outbox, max_attempts=2, worker_heartbeat_seconds=0.2,
+                             stalled_worker_seconds=1.0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -229,6 +234,22 @@ def test_terminal_transition_writes_the_outbox_once(src: JobSource) -> None:
     assert src.lease_outbox(60) == []  # leased: a second delivery loop skips it
     src.outbox_result(leased[0].msg_id, state="delivered", attempts=1, status=200)
     assert src.outbox_rows(s.task_uuid)[0]["state"] == "delivered"
+
+
+def test_a_source_that_renders_no_webhooks_cannot_end_a_task(adapter: Adapter) -> None:
+    """Opened with refuse_terminal_writes (key administration, migrations), a terminal transition
+    raises and is rolled back instead of ending the task without its webhook."""
+    admin, worker = adapter.make(refuse_terminal_writes), adapter.make()
+    s = spec().model_copy(update={"webhook_url": "http://h/hook"})
+    admin.insert(s)
+    c = admin.claim("w", 30)
+    assert c
+    with pytest.raises(NoTerminalWrites):
+        admin.complete(s.task_uuid, c.attempt, [output("v")])
+    rec = worker.get(s.task_uuid)
+    assert rec and rec.state is TaskState.RUNNING and rec.results is None
+    assert worker.complete(s.task_uuid, c.attempt, [output("v")])  # the webhook-rendering process can
+    assert [r["msg_id"] for r in worker.outbox_rows(s.task_uuid)] == [f"msg_{s.task_uuid}"]
 
 
 def test_media_is_due_once_links_expire_plus_grace(src: JobSource) -> None:

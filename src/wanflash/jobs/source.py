@@ -1,8 +1,8 @@
 """The job source ports: what the API, the workers and the background loops need from the task table,
 one protocol per role, so each consumer is typed with only what it uses:
 
-* :class:`Submissions` (6 methods): submit, poll, cancel, count (the API);
-* :class:`Leases` (9): claim and the attempt-fenced writes (the worker's supervisor);
+* :class:`Submissions` (5 methods): submit, poll, cancel, count (the API);
+* :class:`Leases` (8): claim and the attempt-fenced writes (the worker's supervisor);
 * :class:`Events` (1): task events for listeners;
 * :class:`WorkerRegistry` (3): what the live workers serve;
 * :class:`Outbox` (2): the webhook outbox (the delivery loop);
@@ -21,7 +21,7 @@ Two adapters implement it:
 
 The contract both keep (``tests/jobs/test_jobsource_contract.py`` runs the same suite on each):
 
-* ``taskUUID`` is the primary key: a second :meth:`~JobSource.insert` raises :class:`DuplicateTask`.
+* ``taskUUID`` is the primary key: a second insert is refused with :class:`DuplicateTask`.
 * Claims are ordered by ``priority`` (higher first), then FIFO; a task is claimed by one worker
   at a time, and each claim increments ``attempt``.
 * Every worker write (heartbeat, progress, complete, fail, cancelled) is fenced by
@@ -210,12 +210,11 @@ class Submissions(Protocol):
     #: (PostgreSQL). ``counts`` scans the table and always runs in a thread.
     inline_reads: bool
 
-    def insert(self, spec: JobSpec, *, now: float | None = None, key_hash: str | None = None,
-               max_in_flight: int | None = None, priority: int = 0) -> None: ...
-
     def insert_many(self, requests: list[InsertRequest], *, now: float | None = None
                     ) -> list[DuplicateTask | InFlightExceeded | None]:
-        """Each request with :meth:`insert`'s checks; the refusal it met, or None when inserted."""
+        """Insert each request in one transaction (group commit): the refusal each met (a duplicate
+        ``taskUUID``, or its key's ``max_in_flight`` reached), or None when inserted. The adapters'
+        single ``insert``, which raises the refusal, is a plain method for tests, in no role."""
         ...
 
     def in_flight(self, key_hash: str) -> int: ...
@@ -234,10 +233,9 @@ class Leases(Protocol):
 
     def claim(self, owner: str, lease_seconds: float, *, now: float | None = None,
               queues: Sequence[str] | None = None) -> Claim | None:
-        """Lease the next task (priority, then FIFO) from ``queues`` (None: from any queue)."""
+        """Lease the next task (priority, then FIFO) from ``queues`` (None: from any queue), after
+        expiring stale leases (the adapters' ``expire_leases``, a plain method in no role)."""
         ...
-
-    def expire_leases(self, *, now: float | None = None) -> int: ...
 
     def worker_started(self, *, sole: bool = True) -> None: ...
 
