@@ -193,7 +193,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wanflash-load-") as tmp:
         from _serve import make_clip
 
-        from wanflash.api.validation import SIZES
+        from wanflash.contract.validation import SIZES
         from wanflash.pipelines.profiles import get_profile
 
         fps = get_profile("tiny").fps

@@ -47,7 +47,7 @@ def main() -> None:
 
     import torch
 
-    from wanflash.api.validation import SIZE_CLASS
+    from wanflash.contract.validation import SIZE_CLASS
     from wanflash.pipelines.audio import generate_tracks
     from wanflash.pipelines.profiles import get_profile
     from wanflash.pipelines.registry import create_audio_backend, create_pipeline

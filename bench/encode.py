@@ -92,7 +92,7 @@ def formats_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 
 def tiny_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     """The tiny model generates each clip here; the same frames are then encoded (MP4)."""
-    from wanflash.api.validation import parse_video_task, plan_job
+    from wanflash.contract.validation import parse_video_task, plan_job
     from wanflash.config import Settings
     from wanflash.pipelines.profiles import get_profile
     from wanflash.pipelines.registry import create_pipeline

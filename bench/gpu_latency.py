@@ -301,7 +301,7 @@ def engine(args: argparse.Namespace, profile: str, plan: str, *, backend: str | 
 def run_stages(args: argparse.Namespace, eng: Any, profile: str) -> dict[str, Any]:
     from PIL import Image
 
-    from wanflash.api.validation import ResolvedInputs, parse_video_task, plan_job
+    from wanflash.contract.validation import ResolvedInputs, parse_video_task, plan_job
     from wanflash.media.encode import encode_video
     from wanflash.pipelines.memory import LAYOUTS, estimate
     from wanflash.pipelines.memory import tokens as n_tokens

@@ -19,7 +19,7 @@ from tests.jobs.records import no_webhooks
 from wanflash.api.app import create_app
 from wanflash.api.auth import db_path
 from wanflash.api.fleet import select
-from wanflash.api.validation import parse_video_task
+from wanflash.contract.validation import parse_video_task
 from wanflash.errors import InvalidRequest
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 from wanflash.jobs.store import SqliteJobSource

@@ -14,7 +14,7 @@ import pytest
 
 from tests.api.support import FAKE, make_settings
 from wanflash.api.playground import STATIC
-from wanflash.api.pricing import task_cost
+from wanflash.contract.pricing import task_cost
 from wanflash.config import Settings
 from wanflash.testing import LiveServer, live_server
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.api.support import API_KEY, make_settings
-from wanflash.api.pricing import task_cost
+from wanflash.contract.pricing import task_cost
 from wanflash.testing import LiveServer, live_server
 
 CHROMIUM = Path("/usr/bin/chromium")

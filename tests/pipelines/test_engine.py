@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wanflash.api.validation import SIZES
+from wanflash.contract.validation import SIZES
 from wanflash.errors import JobCancelled
 from wanflash.media.encode import SUFFIXES, encode_video
 from wanflash.media.probe import probe_file

@@ -46,7 +46,7 @@ def test_unknown_profile() -> None:
 
 def test_api_side_imports_do_not_load_torch() -> None:
     code = (
-        "import sys, wanflash.api.validation, wanflash.pipelines.profiles, wanflash.pipelines.fake, wanflash.cli; "
+        "import sys, wanflash.contract.validation, wanflash.pipelines.profiles, wanflash.pipelines.fake, wanflash.cli; "
         "sys.exit(1 if 'torch' in sys.modules or 'diffusers' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from wanflash import MODEL_ID
-from wanflash.api.validation import validate_video_task
+from wanflash.contract.validation import validate_video_task
 from wanflash.errors import JobCancelled
 from wanflash.jobs.model import JobSpec
 from wanflash.media.probe import probe_file

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.media.audio_support import chirp, snr_db, wav_bytes
-from wanflash.api.validation import ResolvedInputs, validate_video_task
+from wanflash.contract.validation import ResolvedInputs, validate_video_task
 from wanflash.config import Settings
 from wanflash.media.probe import probe_file
 from wanflash.pipelines.profiles import PROFILES

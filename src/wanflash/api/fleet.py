@@ -16,7 +16,7 @@ for one request:
    ``safety.checkContent``), the codes a single server answered before;
 3. among those, the profile served by the most live workers (ties: the first by name), or of
    last-known records the one seen last; its record is what
-   :func:`~wanflash.api.validation.plan_job` plans with, and the task waits in that profile's queue.
+   :func:`~wanflash.contract.validation.plan_job` plans with, and the task waits in that profile's queue.
 
 The records are read from the job source at most every ``refresh_seconds`` (one index read per
 second on SQLite, one round trip on PostgreSQL), so a submit costs no extra query.
@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from wanflash.api.validation import (
+from wanflash.contract.validation import (
     needs_generated_audio,
     requested_safety_mode,
     unsupported_audio,
@@ -38,7 +38,7 @@ from wanflash.errors import InvalidRequest, RunwareError
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 
 if TYPE_CHECKING:
-    from wanflash.api.protocol import VideoInferenceTask
+    from wanflash.contract.protocol import VideoInferenceTask
     from wanflash.jobs.service import JobService
 
 NO_WORKER_STATUS = 503

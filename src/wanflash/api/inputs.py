@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from wanflash.api import memory
 from wanflash.api.media_checks import decode_base64_input, decode_image, probe_audio, sniff_audio
 from wanflash.api.ssrf import fetch_bytes
-from wanflash.api.validation import ResolvedInputs
+from wanflash.contract.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 if TYPE_CHECKING:
-    from wanflash.api.protocol import VideoInferenceTask
+    from wanflash.contract.protocol import VideoInferenceTask
     from wanflash.config import Settings
     from wanflash.jobs.service import JobService
     from wanflash.storage.base import ObjectStore

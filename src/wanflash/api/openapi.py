@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description of the REST surface, served at ``/openapi.json``.
 
 Schemas are generated from pydantic models (JSON Schema 2020-12, which OpenAPI 3.1 uses as
-is): the real wire model :class:`~wanflash.api.protocol.VideoInferenceTask` and result
-:class:`~wanflash.api.protocol.VideoResult`, the playground's estimate models, and small models
+is): the real wire model :class:`~wanflash.contract.protocol.VideoInferenceTask` and result
+:class:`~wanflash.contract.protocol.VideoResult`, the playground's estimate models, and small models
 below for the tasks the router reads field by field (authentication, ping, getResponse,
 imageUpload, mediaStorage) and for the envelopes. One thing JSON Schema generation cannot see
 is patched in: ``inputs.frameImages`` items may be plain strings (a before-validator turns
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from wanflash import MODEL_ID, __version__
-from wanflash.api.protocol import VideoInferenceTask, VideoResult
+from wanflash.contract.protocol import VideoInferenceTask, VideoResult
 
 if TYPE_CHECKING:
     from wanflash.config import Settings

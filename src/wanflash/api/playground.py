@@ -9,7 +9,7 @@
   are what the workers publish (:mod:`wanflash.api.fleet`; null before any worker has).
 * ``POST /playground/estimate``: ``{"task": <videoInference task>, "imageSize": [w, h]}`` ->
   the size, duration, frames and cost the server would plan (:func:`plan_job` for the profile
-  the workers serve, priced by :mod:`wanflash.api.pricing`), or the Runware errors naming each bad parameter. Nothing is
+  the workers serve, priced by :mod:`wanflash.contract.pricing`), or the Runware errors naming each bad parameter. Nothing is
   fetched or stored and no key is needed: it reveals prices and rules only.
 
 The page itself talks to ``/v1`` over the WebSocket with the user's API key, like any client.
@@ -28,8 +28,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wanflash import MODEL_ID
-from wanflash.api.protocol import VideoInferenceTask
-from wanflash.api.validation import SIZES, ResolvedInputs, parse_video_task, plan_job
+from wanflash.contract.protocol import VideoInferenceTask
+from wanflash.contract.validation import SIZES, ResolvedInputs, parse_video_task, plan_job
 from wanflash.errors import InvalidRequest, RunwareError
 from wanflash.pipelines.profiles import get_profile
 

@@ -49,7 +49,7 @@ class WorkerCapabilities(BaseModel):
 
     @property
     def name(self) -> str:
-        """The profile name (what :func:`wanflash.api.validation.plan_job` reads from a profile)."""
+        """The profile name (what :func:`wanflash.contract.validation.plan_job` reads from a profile)."""
         return self.profile
 
     @property

@@ -1,8 +1,8 @@
 """``wanflash generate``: one request through validation, the engine and the encoder, no server.
 
 The command builds the same wire task a client would send, so it is checked by the same
-:func:`~wanflash.api.validation.parse_video_task` and planned by the same
-:func:`~wanflash.api.validation.plan_job`; a bad flag prints Runware's error naming the
+:func:`~wanflash.contract.validation.parse_video_task` and planned by the same
+:func:`~wanflash.contract.validation.plan_job`; a bad flag prints Runware's error naming the
 parameter and exits 2. It renders through the service's own
 :class:`~wanflash.worker.render.Renderer` (input check, promptExtend, multi-shot plan, output
 check, encode), so a request comes out the same here as from a worker; a failed job prints its
@@ -121,7 +121,7 @@ def output_paths(output: Path, n: int) -> list[Path]:
 
 
 def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
-    from wanflash.api.validation import (
+    from wanflash.contract.validation import (
         ResolvedInputs,
         parse_video_task,
         plan_job,

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from wanflash import MODEL_ID
-from wanflash.api.pricing import task_cost
-from wanflash.api.protocol import MAX_SEED, VideoInferenceTask
+from wanflash.contract.pricing import task_cost
+from wanflash.contract.protocol import MAX_SEED, VideoInferenceTask
 from wanflash.errors import InvalidRequest, RunwareError
 from wanflash.jobs.model import JobSpec
 

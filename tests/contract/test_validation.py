@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from wanflash.api.validation import (
+from wanflash.contract.validation import (
     SIZES,
     ResolvedInputs,
     parse_video_task,

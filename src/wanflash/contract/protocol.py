@@ -2,7 +2,7 @@
 
 The request model mirrors the ``alibaba:wan@2.6-flash`` model page field for field. Unknown
 fields are refused at every level (``extra="forbid"``) and types are strict, so ``"5"`` is not
-a duration. Cross-field rules live in :mod:`wanflash.api.validation`.
+a duration. Cross-field rules live in :mod:`wanflash.contract.validation`.
 """
 
 from __future__ import annotations
