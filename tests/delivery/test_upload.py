@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_ssrf import LoopbackServer, Req, respond
+from tests.net.test_ssrf import LoopbackServer, Req, respond
 from wanflash.delivery.upload import put_output
 from wanflash.errors import JobFailed
 

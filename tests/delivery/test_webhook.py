@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.api.test_ssrf import LoopbackServer, Req, respond
+from tests.net.test_ssrf import LoopbackServer, Req, respond
 from wanflash.delivery.webhook import (
     RetryPolicy,
     WebhookSender,

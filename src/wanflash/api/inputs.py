@@ -2,7 +2,7 @@
 
 A reference (``inputs.frameImages[].image``, ``inputs.audio``, ``imageUpload.image``,
 ``mediaStorage.media``) may be an ``imageUUID``/``mediaUUID`` this server issued, an http(s)
-URL (fetched through :mod:`wanflash.api.ssrf`: public addresses only unless
+URL (fetched through :mod:`wanflash.net.ssrf`: public addresses only unless
 ``allow_loopback_fetch``), a ``data:<mime>;base64,...`` URI, or raw base64 (protocol §4).
 
 All decoding is delegated to the hardened checks in :mod:`wanflash.api.media_checks`:
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from wanflash.api import memory
 from wanflash.api.media_checks import decode_base64_input, decode_image, probe_audio, sniff_audio
-from wanflash.api.ssrf import fetch_bytes
+from wanflash.net.ssrf import fetch_bytes
 from wanflash.contract.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
 

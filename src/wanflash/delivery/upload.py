@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* the PUT goes through the SSRF guard (:mod:`wanflash.api.ssrf`): checked, pinned address; redirects
+* the PUT goes through the SSRF guard (:mod:`wanflash.net.ssrf`): checked, pinned address; redirects
   are never followed (a 3xx is a failure); each attempt has one total deadline;
 * the body is the file's bytes with ``Content-Length`` set (streamed from disk for a path); no
   ``Authorization`` or other auth headers are added, because a presigned URL carries its signature in
@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..api.ssrf import FetchError, Resolver, URLRefused, guarded_request
+from ..net.ssrf import FetchError, Resolver, URLRefused, guarded_request
 from ..errors import JobFailed
 from .webhook import parse_retry_after
 

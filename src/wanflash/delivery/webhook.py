@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..api.ssrf import FetchError, Resolver, URLRefused, guarded_request
+from ..net.ssrf import FetchError, Resolver, URLRefused, guarded_request
 
 log = logging.getLogger(__name__)
 

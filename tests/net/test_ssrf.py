@@ -1,4 +1,4 @@
-"""SSRF guard: each protection of wanflash.api.ssrf has a test that fails without it.
+"""SSRF guard: each protection of wanflash.net.ssrf has a test that fails without it.
 
 Network tests use a scripted HTTP/1.1 server on 127.0.0.1 (``LoopbackServer``, also used by the
 webhook and upload tests) so the guarded httpx transport really connects.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wanflash.api import ssrf
+from wanflash.net import ssrf
 from wanflash.errors import InvalidRequest
 
 
