@@ -5,7 +5,7 @@ A reference (``inputs.frameImages[].image``, ``inputs.audio``, ``imageUpload.ima
 URL (fetched through :mod:`wanflash.net.ssrf`: public addresses only unless
 ``allow_loopback_fetch``), a ``data:<mime>;base64,...`` URI, or raw base64 (protocol §4).
 
-All decoding is delegated to the hardened checks in :mod:`wanflash.api.media_checks`:
+All decoding is delegated to the hardened checks in :mod:`wanflash.media.checks`:
 base64 is decoded strictly with the length cap applied before decoding; images go through a
 format allow-list (JPEG/PNG/WEBP/GIF/BMP), a pixel cap read from the header, truncation
 checks, EXIF orientation and RGB conversion, and are stored as PNG so the worker reads one
@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wanflash.api import memory
-from wanflash.api.media_checks import decode_base64_input, decode_image, probe_audio, sniff_audio
+from wanflash.media.checks import decode_base64_input, decode_image, probe_audio, sniff_audio
 from wanflash.net.ssrf import fetch_bytes
 from wanflash.contract.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError

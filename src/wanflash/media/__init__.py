@@ -1,1 +1,2 @@
-"""Media: PyAV encoding of frames (and audio) to MP4/WEBM/MOV, and probing of outputs and inputs."""
+"""Media: PyAV encoding of frames (and audio) to MP4/WEBM/MOV, probing of outputs, decoding of files, and the hardened
+checks that decode untrusted image, audio and base64 input (:mod:`wanflash.media.checks`)."""

@@ -306,21 +306,9 @@ def guarded(job: RunJob, work: Callable[[], Done]) -> Outcome:
 
 
 def decode_audio(path: str) -> AudioTrack:
-    """The whole track as float32 (channels, samples) at its native rate."""
-    import av
-    import numpy as np
-
+    """The whole track as float32 (channels, samples) at its native rate (decoded by :mod:`wanflash.media.decode`)."""
+    from wanflash.media.decode import decode_audio_file
     from wanflash.pipelines.base import AudioTrack
 
-    with av.open(path) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if stream.channels > 1 else "mono",
-                                      rate=stream.rate)
-        chunks: list[Any] = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
-        samples = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((1, 0), np.float32)
-        return AudioTrack(samples=samples, rate=int(stream.rate))
+    samples, rate = decode_audio_file(path)
+    return AudioTrack(samples=samples, rate=rate)

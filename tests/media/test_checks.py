@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wanflash.api import media_checks as mc
+from wanflash.media import checks as mc
 from wanflash.errors import InvalidRequest
 
 P = "inputs.frameImages[0].image"
