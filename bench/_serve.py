@@ -31,9 +31,9 @@ from typing import Any
 
 
 def clip_path(clip_dir: Path, width: int, height: int, frames: int, fps: int, fmt: str) -> Path:
-    from wanflash.media.encode import SUFFIXES
+    from wanflash.contract.formats import OUTPUT_FORMATS
 
-    return Path(clip_dir) / f"{width}x{height}x{frames}@{fps}{SUFFIXES[fmt]}"
+    return Path(clip_dir) / f"{width}x{height}x{frames}@{fps}{OUTPUT_FORMATS[fmt].suffix}"
 
 
 def make_clip(clip_dir: Path, width: int, height: int, frames: int, fps: int, fmt: str) -> Path:
@@ -70,9 +70,9 @@ class InstantExecutor:
         pass
 
     async def run(self, job: Any, on_progress: Any) -> Any:
+        from wanflash.contract.formats import OUTPUT_FORMATS
         from wanflash.errors import JobFailed
         from wanflash.jobs.model import JobSpec
-        from wanflash.media.encode import SUFFIXES
         from wanflash.worker.protocol import Done, OutputFile
 
         spec = JobSpec.model_validate_json(job.spec_json)
@@ -81,7 +81,7 @@ class InstantExecutor:
             raise JobFailed("inferenceError", f"no pre-encoded clip {src.name} for the instant executor")
         outputs = []
         for i, seed in enumerate(spec.seeds):
-            dst = Path(job.out_dir) / f"{i}{SUFFIXES[spec.output_format]}"
+            dst = Path(job.out_dir) / f"{i}{OUTPUT_FORMATS[spec.output_format].suffix}"
             shutil.copyfile(src, dst)
             outputs.append(OutputFile(index=i, path=str(dst), seed=seed, fmt=spec.output_format))
         return Done(task_uuid=job.task_uuid, outputs=outputs, info={})

@@ -39,8 +39,9 @@ from typing import Any
 import _common as c
 import numpy as np
 
+from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.media import encode as enc
-from wanflash.media.encode import SUFFIXES, crf_for, encode_video
+from wanflash.media.encode import crf_for, encode_video
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 ANCHOR_5B_PER_5S = 16.0  # s, FastWan2.2-TI2V-5B, 5 s 720p E2E, 1x H200 (engines.md)
@@ -80,7 +81,7 @@ def formats_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         for secs in (int(s) for s in args.durations.split(",")):
             clip = synthetic_clip(secs * args.fps, w, h)
             for fmt in args.formats.split(","):
-                r = timed_encode(clip, tmp / f"clip{SUFFIXES[fmt]}", fps=args.fps, fmt=fmt, quality=args.quality,
+                r = timed_encode(clip, tmp / f"clip{OUTPUT_FORMATS[fmt].suffix}", fps=args.fps, fmt=fmt, quality=args.quality,
                                  repeat=args.repeat)
                 r.update(format=fmt, res=res, seconds=secs, frames=len(clip), crf=crf_for(fmt, args.quality),
                          gen_5b_s=ANCHOR_5B_PER_5S * secs / 5, gen_14b_s=ANCHOR_14B_PER_5S * secs / 5)
@@ -92,8 +93,8 @@ def formats_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 
 def tiny_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     """The tiny model generates each clip here; the same frames are then encoded (MP4)."""
-    from wanflash.contract.validation import parse_video_task, plan_job
     from wanflash.config import Settings
+    from wanflash.contract.validation import parse_video_task, plan_job
     from wanflash.pipelines.profiles import get_profile
     from wanflash.pipelines.registry import create_pipeline
 
@@ -134,7 +135,7 @@ def sweep_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
             enc.VP9_OPTIONS.update(vp9)
             (enc.X264_OPTIONS if fmt == "MP4" else enc.VP9_OPTIONS)[key] = value
             for q in (20, 60, 95, 99):
-                r = timed_encode(clip, tmp / f"sweep{SUFFIXES[fmt]}", fps=args.fps, fmt=fmt, quality=q,
+                r = timed_encode(clip, tmp / f"sweep{OUTPUT_FORMATS[fmt].suffix}", fps=args.fps, fmt=fmt, quality=q,
                                  repeat=args.repeat)
                 r.update(format=fmt, setting=f"{key}={value}", quality=q, crf=crf_for(fmt, q))
                 rows.append(r)

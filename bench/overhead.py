@@ -75,8 +75,8 @@ class Direct:
     def __init__(self, data_dir: Path, jpeg: bytes, task: dict[str, Any]) -> None:
         from PIL import Image
 
-        from wanflash.contract.validation import ResolvedInputs, parse_video_task, plan_job
         from wanflash.config import Settings
+        from wanflash.contract.validation import ResolvedInputs, parse_video_task, plan_job
         from wanflash.pipelines.profiles import get_profile
         from wanflash.pipelines.registry import create_pipeline
 

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from wanflash.contract.formats import OUTPUT_FORMATS
+
 if TYPE_CHECKING:
     from wanflash.config import Settings
 
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resolution", choices=["720p", "1080p"], default=None)
     g.add_argument("--width", type=int, default=None)
     g.add_argument("--height", type=int, default=None)
-    g.add_argument("--format", choices=["MP4", "WEBM", "MOV", "mp4", "webm", "mov"], default=None)
+    g.add_argument("--format", choices=[*OUTPUT_FORMATS, *(f.lower() for f in OUTPUT_FORMATS)], default=None)
     g.add_argument("--quality", type=int, default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--number-results", type=int, default=None)

@@ -251,14 +251,15 @@ def check_codecs() -> list[Check]:
     import av
     import numpy as np
 
-    from wanflash.media.encode import SUFFIXES, encode_video
+    from wanflash.contract.formats import OUTPUT_FORMATS
+    from wanflash.media.encode import encode_video
     from wanflash.pipelines.base import AudioTrack
 
     frames = np.zeros((8, 64, 64, 3), dtype=np.uint8)
     track = AudioTrack(samples=np.zeros((1, 16000), dtype=np.float32), rate=16000)
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wanflash-doctor-") as tmp:
-        for fmt, suffix in SUFFIXES.items():
+        for fmt, suffix in ((f.name, f.suffix) for f in OUTPUT_FORMATS.values()):
             try:
                 encode_video(frames, Path(tmp) / f"probe{suffix}", fps=16, fmt=fmt, quality=80, audio=track)
             except Exception as exc:
@@ -269,7 +270,7 @@ def check_codecs() -> list[Check]:
                       "install PyAV from its wheels (`pip install --force-reinstall av`): they bundle FFmpeg with "
                       "libx264, libvpx (VP9), AAC and libopus; a source build needs an FFmpeg built with them")]
     return [Check("codecs", "ok", f"PyAV {av.__version__} (libavcodec {ffmpeg}): "
-                  f"{', '.join(SUFFIXES)} encode with audio (H.264+AAC, VP9+Opus)")]
+                  f"{', '.join(OUTPUT_FORMATS)} encode with audio (H.264+AAC, VP9+Opus)")]
 
 
 def check_data_dir(settings: "Settings") -> list[Check]:

@@ -14,8 +14,8 @@ import pytest
 
 from tests.api.support import FAKE, make_settings
 from wanflash.api.playground import STATIC
-from wanflash.contract.pricing import task_cost
 from wanflash.config import Settings
+from wanflash.contract.pricing import task_cost
 from wanflash.testing import LiveServer, live_server
 
 
@@ -63,6 +63,7 @@ def test_config_comes_from_the_validator(server: LiveServer) -> None:
     assert [1280, 720] in c["sizes"]["720p"] and [1440, 1440] in c["sizes"]["1080p"]
     assert c["limits"]["duration"] == {"minimum": 2, "maximum": 15}
     assert c["limits"]["outputFormat"]["enum"] == ["MP4", "WEBM", "MOV"]
+    assert c["formats"]["WEBM"] == {"suffix": ".webm", "mimeType": "video/webm"}  # the playground's download name
     assert c["defaults"] == {"duration": 5, "numberResults": 1, "outputFormat": "MP4", "outputQuality": 95,
                              "audio": True, "promptExtend": True, "shotType": "single", "safetyMode": "none"}
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wanflash.media import checks as mc
 from wanflash.errors import InvalidRequest
+from wanflash.media import checks as mc
 
 P = "inputs.frameImages[0].image"
 

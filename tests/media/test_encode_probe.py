@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wanflash.media.encode import FORMATS, SUFFIXES, crf_for, encode_video
+from wanflash.contract.formats import OUTPUT_FORMATS
+from wanflash.media.encode import FORMATS, crf_for, encode_video
 from wanflash.media.probe import ProbeError, probe_file
 from wanflash.pipelines.base import AudioTrack
 
@@ -31,7 +32,7 @@ def _sine(seconds: float, rate: int, channels: int) -> AudioTrack:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_formats_probe(tmp_path: Path, fmt: str) -> None:
     frames = _frames(32, 320, 176)
-    out = tmp_path / f"clip{SUFFIXES[fmt]}"
+    out = tmp_path / f"clip{OUTPUT_FORMATS[fmt].suffix}"
     encode_video(frames, out, fps=16, fmt=fmt, quality=80)
     info = probe_file(out)
     assert info.video_codec == CODECS[fmt]
@@ -83,7 +84,7 @@ def test_quality_changes_file_size(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_audio_track_muxed(tmp_path: Path, fmt: str, channels: int) -> None:
-    out = tmp_path / f"a{SUFFIXES[fmt]}"
+    out = tmp_path / f"a{OUTPUT_FORMATS[fmt].suffix}"
     encode_video(_frames(32, 128, 96), out, fps=16, fmt=fmt, quality=70, audio=_sine(2.0, 44100, channels))
     info = probe_file(out)
     assert info.audio_codec == AUDIO_CODECS[fmt]
@@ -107,7 +108,7 @@ def test_model_rates_resampled_to_48k(tmp_path: Path, fmt: str, rate: int) -> No
     """Model audio (16 kHz tiny LTX-2, 24 kHz LTX-2) leaves as 48 kHz AAC, the tone where it was."""
     from wanflash.worker.render import decode_audio
 
-    out = tmp_path / f"m{SUFFIXES[fmt]}"
+    out = tmp_path / f"m{OUTPUT_FORMATS[fmt].suffix}"
     encode_video(_frames(32, 64, 64), out, fps=16, fmt=fmt, quality=70, audio=_sine(2.0, rate, 2))
     info = probe_file(out)
     assert (info.audio_codec, info.audio_rate) == ("aac", 48000)

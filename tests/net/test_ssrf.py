@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wanflash.net import ssrf
 from wanflash.errors import InvalidRequest
-
+from wanflash.net import ssrf
 
 # ----------------------------------------------------------------------------- loopback server
 

@@ -12,8 +12,8 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from wanflash import MODEL_ID  # noqa: E402
-from wanflash.contract.validation import SIZE_CLASS  # noqa: E402
 from wanflash.config import Settings  # noqa: E402
+from wanflash.contract.validation import SIZE_CLASS  # noqa: E402
 from wanflash.jobs.model import JobSpec  # noqa: E402
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.validation import SIZES
 from wanflash.errors import JobCancelled
-from wanflash.media.encode import SUFFIXES, encode_video
+from wanflash.media.encode import encode_video
 from wanflash.media.probe import probe_file
 
 ALL_SIZES = [wh for whs in SIZES.values() for wh in whs]
@@ -51,7 +52,7 @@ def test_durations_probe(engine, image, spec_factory, tmp_out: Path, duration: i
 def test_every_format(engine, image, spec_factory, tmp_out: Path, fmt: str, codec: str) -> None:
     spec = spec_factory(832, 1088, duration=2, fmt=fmt)
     (video,) = engine.generate(spec, image=image).videos
-    out = tmp_out / f"v{SUFFIXES[fmt]}"
+    out = tmp_out / f"v{OUTPUT_FORMATS[fmt].suffix}"
     encode_video(video, out, fps=16, fmt=fmt, quality=90)
     info = probe_file(out)
     assert (info.video_codec, info.pix_fmt, info.width, info.height) == (codec, "yuv420p", 832, 1088)

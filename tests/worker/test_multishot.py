@@ -24,8 +24,8 @@ from wanflash.pipelines.multishot import join_tracks, render_shots, shot_seed, s
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.pipelines.prompt_extend import PromptExtender
 from wanflash.pipelines.shots import Shot, fallback_shot_plan, shot_plan_problems, validate_shot_plan
-from wanflash.worker.render import Renderer
 from wanflash.worker.protocol import RunJob
+from wanflash.worker.render import Renderer
 
 PLAN = {"shots": [
     {"duration": 2, "prompt": "shot one: the cat stretches", "transition": "continue"},

@@ -10,8 +10,8 @@ from wanflash.contract.validation import validate_video_task
 from wanflash.pipelines.fake import FakePipeline
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.pipelines.prompt_extend import PromptExtender
-from wanflash.worker.render import Renderer
 from wanflash.worker.protocol import RunJob
+from wanflash.worker.render import Renderer
 
 TASK = {
     "taskType": "videoInference",

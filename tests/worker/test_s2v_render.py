@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from tests.media.audio_support import chirp, snr_db, wav_bytes
-from wanflash.contract.validation import ResolvedInputs, validate_video_task
 from wanflash.config import Settings
+from wanflash.contract.validation import ResolvedInputs, validate_video_task
 from wanflash.media.probe import probe_file
 from wanflash.pipelines.profiles import PROFILES
-from wanflash.worker.render import Renderer, decode_audio
 from wanflash.worker.protocol import RunJob
+from wanflash.worker.render import Renderer, decode_audio
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")

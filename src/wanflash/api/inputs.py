@@ -28,17 +28,17 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wanflash.api import memory
-from wanflash.media.checks import decode_base64_input, decode_image, probe_audio, sniff_audio
-from wanflash.net.ssrf import fetch_bytes
 from wanflash.contract.validation import ResolvedInputs
 from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.media.checks import decode_base64_input, decode_image, probe_audio, sniff_audio
+from wanflash.net.ssrf import fetch_bytes
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 if TYPE_CHECKING:
-    from wanflash.contract.protocol import VideoInferenceTask
     from wanflash.config import Settings
+    from wanflash.contract.protocol import VideoInferenceTask
     from wanflash.jobs.service import JobService
     from wanflash.storage.base import ObjectStore
 

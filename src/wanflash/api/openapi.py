@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from wanflash import MODEL_ID, __version__
+from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.protocol import VideoInferenceTask, VideoResult
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
             ],
             "responses": {
                 "200": {"description": "The file (Range requests supported).",
-                        "content": {"video/mp4": {}, "video/webm": {}, "video/quicktime": {}, "image/png": {}}},
+                        "content": {**{f.mime_type: {} for f in OUTPUT_FORMATS.values()}, "image/png": {}}},
                 "403": {"description": "Bad or missing signature."},
                 "404": {"description": "No such object."},
                 "410": {"description": "The link expired."},

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wanflash import MODEL_ID
+from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.protocol import VideoInferenceTask
 from wanflash.contract.validation import SIZES, ResolvedInputs, parse_video_task, plan_job
 from wanflash.errors import InvalidRequest, RunwareError
@@ -88,6 +89,7 @@ async def playground_config(services: "Services") -> dict[str, Any]:
         "profile": target.profile if target else None,
         "fps": spec.fps if target else None,
         "sizes": {cls: [list(wh) for wh in whs] for cls, whs in SIZES.items()},
+        "formats": {f.name: {"suffix": f.suffix, "mimeType": f.mime_type} for f in OUTPUT_FORMATS.values()},
         "limits": {
             **{name: _limits(props[name]) for name in OPTIONS},
             "shotType": _limits(defs["AlibabaSettings"]["properties"]["shotType"]),

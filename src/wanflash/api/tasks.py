@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wanflash.api.limits import RateLimiter
-from wanflash.net.ssrf import validate_url
 from wanflash.contract.validation import check_task_uuid, parse_video_task, plan_job
 from wanflash.delivery.responses import not_found, poll_reply
 from wanflash.errors import InvalidRequest, RunwareError, ServiceOverloaded
+from wanflash.net.ssrf import validate_url
 from wanflash.observability.logs import task_context
 
 if TYPE_CHECKING:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wanflash.contract.formats import QUALITY_MAX, QUALITY_MIN, OutputFormat
+
 MAX_SEED = 2147483647
 
 
@@ -74,8 +76,8 @@ class VideoInferenceTask(_Wire):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     numberResults: int | None = Field(default=None, ge=1, le=4)
     outputType: Literal["URL"] | None = None
-    outputFormat: Literal["MP4", "WEBM", "MOV"] | None = None
-    outputQuality: int | None = Field(default=None, ge=20, le=99)
+    outputFormat: OutputFormat | None = None
+    outputQuality: int | None = Field(default=None, ge=QUALITY_MIN, le=QUALITY_MAX)
     deliveryMethod: Literal["async"] | None = None
     webhookURL: str | None = Field(default=None, min_length=1, max_length=2048)
     uploadEndpoint: str | None = Field(default=None, min_length=1, max_length=4096)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from wanflash import MODEL_ID
+from wanflash.contract.formats import DEFAULT_FORMAT
 from wanflash.contract.pricing import task_cost
 from wanflash.contract.protocol import MAX_SEED, VideoInferenceTask
 from wanflash.errors import InvalidRequest, RunwareError
@@ -278,7 +279,7 @@ def plan_job(
         audio=audio,
         prompt_extend=alibaba.promptExtend if alibaba and alibaba.promptExtend is not None else True,
         shot_type=(alibaba.shotType if alibaba and alibaba.shotType else "single"),
-        output_format=task.outputFormat or "MP4",
+        output_format=task.outputFormat or DEFAULT_FORMAT,
         output_quality=task.outputQuality if task.outputQuality is not None else 95,
         ttl=task.ttl,
         include_cost=bool(task.includeCost),

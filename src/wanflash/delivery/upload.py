@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..net.ssrf import FetchError, Resolver, URLRefused, guarded_request
 from ..errors import JobFailed
+from ..net.ssrf import FetchError, Resolver, URLRefused, guarded_request
 from .webhook import parse_retry_after
 
 RETRYABLE_STATUSES = frozenset({408, 429})

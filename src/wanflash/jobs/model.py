@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-OutputFormat = Literal["MP4", "WEBM", "MOV"]
+from wanflash.contract.formats import OutputFormat
 
 
 class TaskState(str, enum.Enum):

@@ -50,19 +50,13 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from wanflash.contract.formats import OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN
+
 if TYPE_CHECKING:
     from wanflash.pipelines.base import AudioTrack
 
-FORMATS = ("MP4", "WEBM", "MOV")
-QUALITY_MIN, QUALITY_MAX = 20, 99
-
-# container name, video codec, audio codec, CRF at quality 20, CRF at quality 99
-_SPECS: dict[str, tuple[str, str, str, int, int]] = {
-    "MP4": ("mp4", "libx264", "aac", 38, 14),
-    "MOV": ("mov", "libx264", "aac", 38, 14),
-    "WEBM": ("webm", "libvpx-vp9", "libopus", 52, 15),
-}
-SUFFIXES = {"MP4": ".mp4", "WEBM": ".webm", "MOV": ".mov"}
+# Containers, codecs, suffixes and CRF ranges come from the one output-format table.
+FORMATS = tuple(OUTPUT_FORMATS)
 AAC_RATES = (44100, 48000)  # kept as they are; any other rate is resampled to 48 kHz
 # Encoder speed settings (see the module docstring for why; bench/encode.py --sweep measures them).
 # Threads are left to the encoders (automatic; both use every core).
@@ -70,7 +64,6 @@ X264_OPTIONS = {"preset": "veryfast", "profile": "high"}
 # CRF mode in libvpx needs the target bitrate set to 0.
 VP9_OPTIONS = {"b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
                "lag-in-frames": "0"}
-MIME_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
 
 
 def crf_for(fmt: str, quality: int) -> int:
@@ -78,13 +71,14 @@ def crf_for(fmt: str, quality: int) -> int:
     fmt = _check_format(fmt)
     if not QUALITY_MIN <= quality <= QUALITY_MAX:
         raise ValueError(f"quality must be in {QUALITY_MIN}..{QUALITY_MAX}, got {quality}")
-    _, _, _, hi, lo = _SPECS[fmt]
+    spec = OUTPUT_FORMATS[fmt]
+    hi, lo = spec.crf_at_min_quality, spec.crf_at_max_quality
     return int(round(hi - (quality - QUALITY_MIN) * (hi - lo) / (QUALITY_MAX - QUALITY_MIN)))
 
 
 def _check_format(fmt: str) -> str:
     up = fmt.upper()
-    if up not in _SPECS:
+    if up not in OUTPUT_FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     return up
 
@@ -115,7 +109,8 @@ def encode_video(
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
 
     path = Path(path)
-    container_name, vcodec, acodec, _, _ = _SPECS[fmt]
+    spec = OUTPUT_FORMATS[fmt]
+    container_name, vcodec, acodec = spec.container, spec.video_codec, spec.audio_codec
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import Protocol
 
+from wanflash.contract.formats import OUTPUT_FORMATS
+
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 CONTENT_TYPES = {
-    ".mp4": "video/mp4",
-    ".webm": "video/webm",
-    ".mov": "video/quicktime",
+    **{f.suffix: f.mime_type for f in OUTPUT_FORMATS.values()},
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",

@@ -217,7 +217,8 @@ class Renderer:
     def finish(self, job: RunJob, prepared: Prepared, result: GenerationResult, on_step: OnStep) -> Done:
         """Check the results (raises when withheld), encode them into ``job.out_dir`` with their
         soundtrack, and describe them."""
-        from wanflash.media.encode import SUFFIXES, encode_video
+        from wanflash.contract.formats import OUTPUT_FORMATS
+        from wanflash.media.encode import encode_video
 
         spec = prepared.plan.spec
         if len(result.videos) != spec.number_results:
@@ -231,7 +232,7 @@ class Renderer:
             track = result.audio[i] if i < len(result.audio) else None
             if track is None:
                 track = input_track  # the request's own soundtrack when the pipeline made none
-            path = Path(job.out_dir) / f"{i}{SUFFIXES[spec.output_format]}"
+            path = Path(job.out_dir) / f"{i}{OUTPUT_FORMATS[spec.output_format].suffix}"
             encode_video(frames, path, fps=spec.fps, fmt=spec.output_format, quality=spec.output_quality,
                          audio=track if spec.audio else None)
             seed = result.seeds[i] if i < len(result.seeds) else spec.seeds[i]

@@ -257,7 +257,6 @@ function showProgress(item, started) {
   $("stage").textContent = `${item.stage} ${steps} (${item.progress}%)`;
 }
 
-const EXTENSIONS = { MP4: "mp4", WEBM: "webm", MOV: "mov" };
 
 function showResults(items, task) {
   const box = $("results");
@@ -295,7 +294,7 @@ function showResults(items, task) {
     }
     const a = document.createElement("a");
     a.href = item.videoURL;
-    a.download = `wanflash-${item.seed}.${EXTENSIONS[task.outputFormat] || "mp4"}`;
+    a.download = `wanflash-${item.seed}${(state.config.formats[task.outputFormat] || { suffix: ".mp4" }).suffix}`;
     a.textContent = "Download";
     a.className = "download";
     card.append(title, video, dl, a);
