@@ -5,7 +5,7 @@
 
 Settings come from :func:`wanflash.config.load_settings` (so ``WANFLASH_*`` apply) with the
 ``--set`` overrides on top, printed at start-up, so a benchmark states exactly how the server
-was configured. The app is ``create_app`` under uvicorn with ``uvicorn_config_kwargs``, as in
+was configured. The app is ``wanflash.compose.build_app`` under uvicorn with ``uvicorn_config_kwargs``, as in
 :mod:`wanflash.api.server`.
 
 ``--instant DIR`` replaces the executor with :class:`InstantExecutor`: each job "finishes" at
@@ -122,7 +122,7 @@ def main() -> int:
 
     import uvicorn
 
-    from wanflash.api.app import create_app
+    from wanflash.compose import build_app
     from wanflash.api.server import uvicorn_config_kwargs
     from wanflash.config import load_settings
 
@@ -139,7 +139,7 @@ def main() -> int:
 
         timers = Timers()
         timers.install()
-    app = create_app(settings, executor=executor)  # type: ignore[arg-type]
+    app = build_app(settings, executor=executor)  # type: ignore[arg-type]
     if timers is not None:
         app = timers.asgi(app)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",

@@ -2,7 +2,7 @@
 
 Used by the service and SDK tests (and usable by anyone testing against the real wire
 protocol). The server is exactly what ``wanflash serve`` runs, minus signal handling:
-``create_app`` with the same uvicorn options, bound to ``127.0.0.1:<free port>``.
+``wanflash.compose.build_app`` with the same uvicorn options, bound to ``127.0.0.1:<free port>``.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def live_server(settings: Settings, *, pipeline_factory: object = None, executor
                 startup_timeout: float = 30.0) -> Iterator[LiveServer]:
     import uvicorn
 
-    from wanflash.api.app import create_app
     from wanflash.api.server import uvicorn_config_kwargs
+    from wanflash.compose import build_app
 
-    app = create_app(settings, pipeline_factory=pipeline_factory, executor=executor)  # type: ignore[arg-type]
+    app = build_app(settings, pipeline_factory=pipeline_factory, executor=executor)  # type: ignore[arg-type]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -54,7 +54,7 @@ def test_first_key_only_once_and_settings_keys(tmp_path: Path) -> None:
 
 
 def test_api_does_not_import_torch() -> None:
-    code = ("import wanflash.api, wanflash.api.app, wanflash.api.server, wanflash.worker.supervisor, "
+    code = ("import wanflash.api, wanflash.api.app, wanflash.api.server, wanflash.compose, wanflash.worker.supervisor, "
             "wanflash.worker.group, wanflash.storage.s3, sys; "
             "assert 'torch' not in sys.modules, 'torch imported'; assert 'diffusers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -63,7 +63,7 @@ def test_api_does_not_import_torch() -> None:
 _STARTUP_IMPORTS = """
 import asyncio, sys, tempfile
 from starlette.testclient import TestClient
-from wanflash.api.app import create_app
+from wanflash.compose import build_app
 from wanflash.config import Settings
 
 class Idle:  # an executor that never takes a job: only startup runs
@@ -76,7 +76,7 @@ class Idle:  # an executor that never takes a job: only startup runs
     async def stop(self): pass
 
 worker = sys.argv[1] == "worker"
-app = create_app(Settings(data_dir=tempfile.mkdtemp()), executor=Idle() if worker else None, worker=worker)
+app = build_app(Settings(data_dir=tempfile.mkdtemp()), executor=Idle() if worker else None, worker=worker)
 with TestClient(app) as client:
     assert client.get("/health").status_code == 200
     print("av" in sys.modules)

@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from tests.api.support import API_KEY, make_settings
 from tests.jobs.records import no_webhooks
-from wanflash.api.app import create_app
 from wanflash.api.auth import db_path
 from wanflash.api.fleet import select
+from wanflash.compose import build_app
 from wanflash.contract.validation import parse_video_task
 from wanflash.errors import InvalidRequest
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
@@ -99,7 +99,7 @@ def test_an_api_plans_with_the_workers_profile(tmp_path: Path) -> None:
     worker.publish_worker("gpu-0", FIVE_B, 60)
     hdr = {"Authorization": f"Bearer {API_KEY}"}
     try:
-        with TestClient(create_app(settings, worker=False)) as client:
+        with TestClient(build_app(settings, worker=False)) as client:
             t = task(**SILENT)
             r = client.post("/v1", json=[t], headers=hdr)
             assert r.status_code == 200, r.json()
@@ -125,7 +125,7 @@ def test_an_api_plans_with_the_workers_profile(tmp_path: Path) -> None:
 
 
 def test_an_api_with_no_worker_ever_refuses(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path), worker=False)) as client:
+    with TestClient(build_app(make_settings(tmp_path), worker=False)) as client:
         r = client.post("/v1", json=[task(**SILENT)], headers={"Authorization": f"Bearer {API_KEY}"})
         assert r.status_code == 503
         (err,) = r.json()["errors"]

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from tests.jobs.records import no_webhooks, output
 from tests.jobs.test_store import spec
-from wanflash.api.app import create_app
 from wanflash.api.auth import db_path, hash_key
+from wanflash.compose import build_app
 from wanflash.config import Settings
 from wanflash.delivery.retention import MediaSweeper, build, task_keys
 from wanflash.jobs.store import SqliteJobSource
@@ -152,7 +152,7 @@ def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
     tu = finished_task(store, media, finished=long_ago, key_hash=hash_key("k"))  # submitted with key "k"
     store.close()
     assert files(media)
-    with TestClient(create_app(settings, worker=False)) as client:
+    with TestClient(build_app(settings, worker=False)) as client:
         deadline = time.monotonic() + 10
         while files(media) and time.monotonic() < deadline:
             time.sleep(0.05)

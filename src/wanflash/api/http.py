@@ -29,7 +29,7 @@ from wanflash.storage.base import InvalidKey, check_key, content_type_for
 from wanflash.storage.local import MEDIA_PREFIX
 
 if TYPE_CHECKING:
-    from wanflash.api.app import Services
+    from wanflash.compose import Services
 
 
 def _services(request: Request) -> "Services":

@@ -19,7 +19,7 @@ from wanflash.api.openapi import openapi_document
 from wanflash.observability.metrics import CONTENT_TYPE, bearer_ok
 
 if TYPE_CHECKING:
-    from wanflash.api.app import Services
+    from wanflash.compose import Services
 
 
 def _services(request: Request) -> "Services":

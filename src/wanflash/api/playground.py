@@ -35,7 +35,7 @@ from wanflash.errors import InvalidRequest, RunwareError
 from wanflash.pipelines.profiles import get_profile
 
 if TYPE_CHECKING:
-    from wanflash.api.app import Services
+    from wanflash.compose import Services
 
 STATIC = Path(__file__).parent / "playground"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "

@@ -30,8 +30,8 @@ def uvicorn_config_kwargs(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -> int:
     import uvicorn
 
-    from wanflash.api.app import create_app
     from wanflash.api.auth import db_path, ensure_first_key
+    from wanflash.compose import build_app
     from wanflash.jobs.source import open_job_source, refuse_terminal_writes
 
     configure_logging(json_lines=settings.log_json)
@@ -49,7 +49,7 @@ def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -
             bar = "=" * 72
             print(f"{bar}\nNew API key (stored hashed; shown only this once, save it now):\n\n    {raw}\n\n"
                   f"Use it as the SDK's api_key with url ws://{settings.host}:{settings.port}/v1\n{bar}", flush=True)
-    app = create_app(settings, worker=worker)
+    app = build_app(settings, worker=worker)
     # log_config=None: uvicorn's own loggers go through the root handler configured above (JSON lines
     # with WANFLASH_LOG_JSON), instead of uvicorn's separate text handlers.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", log_config=None,

@@ -17,6 +17,8 @@ store outputs, complete (webhook outbox rows are rendered here, delivered by ``w
 * Every process logs through :func:`~wanflash.worker.bootstrap.bootstrap_process`, so
   ``WANFLASH_LOG_JSON`` holds in the parent and the slots alike.
 * The settings reach the children whole, as JSON on stdin (never in argv, which ``ps`` shows).
+* What a slot runs (job source, media store, outbox renderer, executor, supervisor, metrics) is built by the
+  composition root, :func:`wanflash.compose.build_worker`; this module only manages the processes.
 
 ``--group-size k > 1`` hands over to :func:`wanflash.worker.group.run_group` (multi-GPU worker
 groups, one job on k GPUs), which lives in its own module.
@@ -33,20 +35,13 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wanflash.worker.bootstrap import bootstrap_process, watch_parent
 from wanflash.worker.processes import PopenProc, ProcessSet, RestartPolicy, supervise
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from wanflash.config import Settings
-    from wanflash.jobs.source import OutboxRenderer
-    from wanflash.observability.metrics import Metrics
-    from wanflash.storage.base import ObjectStore
-    from wanflash.worker.executor import Executor
 
 log = logging.getLogger("wanflash.worker")
 
@@ -134,35 +129,6 @@ class _Parent:
         return 0
 
 
-def worker_media(settings: "Settings") -> "tuple[ObjectStore, OutboxRenderer]":
-    """What a worker process needs for outputs: the configured media store (the API's: S3, or a data
-    dir shared with it), and the renderer its job source is opened with, which writes the webhook
-    messages at each terminal transition, in that transaction (``wanflash api`` sends them), with the
-    links ``getResponse`` gives: presigned S3 GETs, or the API's signed ``/media`` links."""
-    from wanflash.delivery.outbox import make_renderer
-    from wanflash.storage import create_store
-    from wanflash.storage.links import MediaLinks
-    from wanflash.storage.local import UrlSigner, load_or_create_secret
-
-    storage = create_store(settings)
-    links = MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
-    return storage, make_renderer(lambda key, exp: links.url(key, exp, settings.base_url), settings.default_ttl_seconds)
-
-
-def worker_metrics(settings: "Settings", executor: "Executor") -> "tuple[Metrics | None, Callable[[], None]]":
-    """A worker process's metrics, served on ``settings.worker_metrics_port`` (the parent gives each
-    slot or group its own port), and the function that stops serving them; ``(None, no-op)`` unset."""
-    if settings.worker_metrics_port is None:
-        return None, lambda: None
-    from wanflash.observability.metrics import Metrics, serve_metrics
-
-    metrics = Metrics()
-    metrics.watch_store(None, lambda: executor.state)  # the queue is the API's to report
-    stop = serve_metrics(metrics, settings.host, settings.worker_metrics_port, settings.metrics_token)
-    log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
-    return metrics, stop
-
-
 def for_slot(settings: "Settings", index: int) -> "Settings":
     """The settings of slot (or group) ``index``: its own metrics port."""
     if settings.worker_metrics_port is None:
@@ -172,15 +138,9 @@ def for_slot(settings: "Settings", index: int) -> "Settings":
 
 async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
     """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
-    from wanflash.jobs.source import open_job_source
-    from wanflash.worker.executor import create_executor
-    from wanflash.worker.supervisor import Supervisor
+    from wanflash.compose import build_worker
 
-    storage, render = worker_media(settings)
-    source = open_job_source(settings, outbox=render)
-    executor = create_executor(settings, pipeline_factory)
-    metrics, stop_metrics = worker_metrics(settings, executor)
-    supervisor = Supervisor(settings, source, storage, executor, metrics=metrics)
+    worker = build_worker(settings, pipeline_factory=pipeline_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,13 +148,11 @@ async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = Non
     if parent_pid is not None:
         # Orphaned (the parent was SIGKILLed): stop gracefully, as on SIGTERM, voiding our leases.
         watch_parent(parent_pid, lambda: loop.call_soon_threadsafe(stop.set))
-    supervisor.start()
+    worker.supervisor.start()
     try:
         await stop.wait()
     finally:
-        await supervisor.stop()
-        stop_metrics()
-        await asyncio.to_thread(source.close)
+        await worker.close()
 
 
 def _child_main(argv: list[str] | None = None) -> int:

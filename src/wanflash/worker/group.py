@@ -154,16 +154,12 @@ class LeaderExecutor:
 
 
 async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, source: str) -> None:
-    from wanflash.worker.distributed import worker_media, worker_metrics
-    from wanflash.worker.supervisor import Supervisor
+    from wanflash.compose import build_worker
 
-    storage, render = worker_media(settings)
-    store = resolve_factory(source)(settings, outbox=render)  # type: ignore[call-arg]
-    executor = LeaderExecutor(comm, renderer)
-    metrics, _ = worker_metrics(settings, executor)  # served until the process ends
-    supervisor = Supervisor(settings, store, storage, executor,  # type: ignore[arg-type]
-                            release_orphans=False, metrics=metrics)
-    supervisor.start()
+    # Metrics are served until the process ends; the parent terminates the group.
+    worker = build_worker(settings, open_source=lambda s, render: resolve_factory(source)(s, outbox=render),
+                          executor=LeaderExecutor(comm, renderer), release_orphans=False)
+    worker.supervisor.start()
     await asyncio.Event().wait()  # until the parent terminates this process
 
 
