@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from wanflash.jobs.service import JobService
     from wanflash.jobs.source import JobSource, OutboxRenderer
     from wanflash.observability.metrics import Metrics
+    from wanflash.signing import UrlSigner
     from wanflash.storage.base import ObjectStore
     from wanflash.storage.links import MediaLinks
-    from wanflash.storage.local import UrlSigner
     from wanflash.worker.executor import Executor
     from wanflash.worker.render import PipelineFactory
     from wanflash.worker.supervisor import Supervisor
@@ -65,8 +65,8 @@ class Services:
 def media_links(settings: Settings, storage: ObjectStore) -> MediaLinks:
     """The links ``getResponse`` and webhooks give for outputs: presigned S3 GETs, or signed ``/media`` links under
     the data directory's persisted HMAC key (or ``WANFLASH_URL_SECRET``)."""
+    from wanflash.signing import UrlSigner, load_or_create_secret
     from wanflash.storage.links import MediaLinks
-    from wanflash.storage.local import UrlSigner, load_or_create_secret
 
     return MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
 

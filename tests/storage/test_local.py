@@ -1,4 +1,4 @@
-"""Local store: atomic keyed writes, key safety, and signed URL verdicts."""
+"""Local store: atomic keyed writes, key safety, content types."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from wanflash.storage.base import InvalidKey, content_type_for
-from wanflash.storage.local import LocalStore, UrlSigner, load_or_create_secret
+from wanflash.storage.local import LocalStore
 
 
 def test_put_and_read(tmp_path: Path) -> None:
@@ -32,23 +32,3 @@ def test_content_types() -> None:
     assert content_type_for("a/0.webm") == "video/webm"
     assert content_type_for("a/0.mov") == "video/quicktime"
     assert content_type_for("u/x.png") == "image/png"
-
-
-def test_signer_verdicts() -> None:
-    signer = UrlSigner(b"secret")
-    url = signer.sign("outputs/t/0.mp4", expires_at=1000)
-    path, _, query = url.partition("?")
-    q = dict(p.split("=", 1) for p in query.split("&"))
-    assert signer.verify(path, q["exp"], q["sig"], now=999) == "ok"
-    assert signer.verify(path, q["exp"], q["sig"], now=1001) == "expired"
-    assert signer.verify(path, str(int(q["exp"]) + 1), q["sig"], now=999) == "invalid"
-    assert signer.verify("/media/outputs/t/1.mp4", q["exp"], q["sig"], now=999) == "invalid"
-    assert signer.verify(path, None, q["sig"]) == "invalid"
-    assert signer.verify(path, "soon", q["sig"]) == "invalid"
-    assert UrlSigner(b"other").verify(path, q["exp"], q["sig"], now=999) == "invalid"
-
-
-def test_secret_persisted(tmp_path: Path) -> None:
-    a = load_or_create_secret(tmp_path, None)
-    assert a == load_or_create_secret(tmp_path, None) and len(a) >= 32
-    assert load_or_create_secret(tmp_path, "configured") == b"configured"

@@ -25,8 +25,8 @@ from wanflash.api.hosts import link_base, trusted_hosts
 from wanflash.api.limits import retry_after_header
 from wanflash.api.tasks import Reply, error_reply, parse_tasks
 from wanflash.api.ws import INVALID_KEY, PONG
+from wanflash.signing import MEDIA_PREFIX
 from wanflash.storage.base import InvalidKey, check_key, content_type_for
-from wanflash.storage.local import MEDIA_PREFIX
 
 if TYPE_CHECKING:
     from wanflash.compose import Services

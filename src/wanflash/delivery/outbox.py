@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 
 from wanflash.delivery.background import BackgroundLoop
 from wanflash.delivery.responses import expires_at, poll_reply
-from wanflash.delivery.webhook import WebhookSender, generate_secret
+from wanflash.delivery.webhook import WebhookSender
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import Outbox, OutboxMessage, TaskRecord
 from wanflash.observability.logs import redact_url, task_context
-from wanflash.storage.local import persisted_secret
+from wanflash.signing import load_or_create_webhook_secret
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
@@ -51,13 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0  # longer than one attempt's 15 s deadline: a live loop never loses its lease
-
-
-def load_or_create_webhook_secret(data_dir: Path, configured: str | None) -> str:
-    """``settings.webhook_secret``, else a ``whsec_`` secret generated once and persisted."""
-    if configured:
-        return configured
-    return persisted_secret(data_dir, "webhook_secret", generate_secret)
 
 
 def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Callable[[TaskRecord], list[OutboxMessage]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from wanflash.signing import UrlSigner
     from wanflash.storage.base import ObjectStore
-    from wanflash.storage.local import UrlSigner
 
 
 class MediaLinks:
