@@ -6,7 +6,8 @@
 * ``GET /playground/config.json``: the model id, the listed sizes, each option's limits and
   enums (read from the wire model's JSON schema) and the defaults (what :func:`plan_job` makes
   of a minimal task), so the page offers exactly what the server accepts; ``profile`` and ``fps``
-  are what the workers publish (:mod:`wanflash.api.fleet`; null before any worker has).
+  are what the workers publish (:mod:`wanflash.api.fleet`; null before any worker has); ``formats``
+  gives each output format's suffix and MIME type (:mod:`wanflash.contract.formats`).
 * ``POST /playground/estimate``: ``{"task": <videoInference task>, "imageSize": [w, h]}`` ->
   the size, duration, frames and cost the server would plan (:func:`plan_job` for the profile
   the workers serve, priced by :mod:`wanflash.contract.pricing`), or the Runware errors naming each bad parameter. Nothing is
