@@ -81,3 +81,38 @@ async def test_claims_only_its_profile_and_refuses_a_foreign_spec(tmp_path: Path
     finally:
         await sup.stop()
         store.close()
+
+
+async def test_progress_is_stored_off_the_event_loop_and_before_completion(tmp_path: Path) -> None:
+    import threading
+
+    class Recording(TaskStore):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.progress_threads: list[int] = []
+            self.order: list[str] = []
+
+        def progress(self, *a: object, **kw: object) -> bool:  # type: ignore[override]
+            self.progress_threads.append(threading.get_ident())
+            self.order.append("progress")
+            return super().progress(*a, **kw)  # type: ignore[arg-type]
+
+        def complete(self, *a: object, **kw: object) -> bool:  # type: ignore[override]
+            self.order.append("complete")
+            return super().complete(*a, **kw)  # type: ignore[arg-type]
+
+    store = Recording(tmp_path / "db.sqlite")
+    sup = supervisor(tmp_path, store)
+    s = spec()
+    store.insert(s)
+    sup.start()
+    try:
+        await wait_for(lambda: (r := store.get(s.task_uuid)) is not None and r.state.terminal)
+    finally:
+        await sup.stop()
+    rec = store.get(s.task_uuid)
+    assert rec is not None and rec.state is TaskState.SUCCEEDED
+    assert store.progress_threads and threading.get_ident() not in store.progress_threads
+    assert store.order[-1] == "complete" and "progress" in store.order  # the last step was stored first
+    assert rec.progress_step == rec.progress_total
+    store.close()

@@ -112,6 +112,39 @@ def sweep_tmp(root: Path) -> int:
     return removed
 
 
+class ProgressWriter:
+    """Stores one task's progress off the event loop: a database write (an fsync on SQLite) must not
+    stall the loop that serves polls and heartbeats. Writes are coalesced to the newest value and
+    stored in order by one task at a time; a write that lands after the terminal state is fenced
+    out by the store (``state='running'``)."""
+
+    def __init__(self, store: Leases, task_uuid: str, attempt: int) -> None:
+        self.store, self.task_uuid, self.attempt = store, task_uuid, attempt
+        self._latest: tuple[int, int, str] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def write(self, step: int, total: int, stage: str) -> None:
+        self._latest = (step, total, stage)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush(), name="wanflash-progress")
+
+    async def _flush(self) -> None:
+        while self._latest is not None:
+            step, total, stage = self._latest
+            self._latest = None
+            try:
+                await asyncio.to_thread(self.store.progress, self.task_uuid, self.attempt, step, total, stage)
+            except Exception:  # progress is advisory: a failed write never fails the task
+                log.warning("storing progress of task %s failed", self.task_uuid, exc_info=True)
+
+    async def drain(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def close(self) -> None:
+        self._latest = None
+
+
 class WorkerStore(Leases, Events, WorkerRegistry, Protocol):
     """The roles a worker's supervisor uses: leases and fenced writes, cancel events, its capability record."""
 
@@ -244,13 +277,15 @@ class Supervisor:
         log.info("task %s attempt %d started (%dx%d, %d frames, %d result(s))", tu, attempt, spec.width,
                  spec.height, spec.num_frames, spec.number_results)
 
+        writer = ProgressWriter(self.store, tu, attempt)
+
         def on_progress(p: Progress) -> None:
             nonlocal last_write
             stages.progress(p.step, p.total, p.stage)
             now = time.monotonic()
             if now - last_write >= PROGRESS_INTERVAL or p.step == p.total:
                 last_write = now
-                self.store.progress(tu, attempt, p.step, p.total, p.stage)
+                writer.write(p.step, p.total, p.stage)
 
         async def heartbeat() -> None:
             while True:
@@ -271,6 +306,7 @@ class Supervisor:
             if self.metrics is not None:
                 self.metrics.observe_stage("queue_wait", time.time() - claim.created)
             done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.job_deadline_seconds)
+            await writer.drain()  # the last progress is stored before the terminal state
             if lost.is_set():
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
                 return
@@ -314,6 +350,7 @@ class Supervisor:
                                     f"{type(exc).__name__}: {exc}")
         finally:
             hb.cancel()
+            writer.close()
             self.current = None
             shutil.rmtree(out_dir, ignore_errors=True)
 
