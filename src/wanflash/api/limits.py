@@ -1,13 +1,12 @@
-"""Per-key request-rate and in-flight limits, and an ASGI body size/deadline guard.
+"""Per-key request-rate limits, and an ASGI body size/deadline guard.
 
 * :class:`RateLimiter`: token bucket per key (``rate_per_s`` refill, ``burst`` capacity).
   ``check(key_id)`` takes one token and returns ``None``, or the seconds until one is available
   (send it as ``Retry-After`` with a 429; see :func:`retry_after_header`).
-* :class:`InFlightLimiter`: at most ``max_in_flight`` tasks per key; ``acquire``/``release`` around
-  a task's life (or ``check`` + ``release``). In-memory, so it bounds one API process; a
-  multi-process deployment must count queued+running tasks in the job store instead.
-* Both are async-safe and thread-safe: each decision is a short critical section under a
-  ``threading.Lock`` with no ``await`` inside, so no two coroutines can both take the last token/slot.
+* The in-flight cap (``max_in_flight_per_key``) is counted in the job store at insert, so it holds
+  across API replicas; it has no in-memory limiter here.
+* The rate limiter is async-safe and thread-safe: each decision is a short critical section under a
+  ``threading.Lock`` with no ``await`` inside, so no two coroutines can both take the last token.
 * :class:`BodyLimits`: ASGI middleware answering **413** when a body is larger than
   ``max_body_bytes`` (declared ``Content-Length`` refused before the app runs; chunked bodies counted as
   they arrive) and **408** (``requestTimeout``) when the body is not completely received within ``body_deadline_s`` of
@@ -84,40 +83,6 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
         for k in full:
             del self._buckets[k]
-
-
-class InFlightLimiter:
-    """At most ``max_in_flight`` concurrent tasks per key."""
-
-    def __init__(self, max_in_flight: int, *, retry_after_s: float = 1.0) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
-        self.max_in_flight = max_in_flight
-        self.retry_after_s = retry_after_s
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, key_id: str, n: int = 1) -> float | None:
-        """Reserve ``n`` slots: ``None`` if reserved (call :meth:`release` later), else a retry-after hint."""
-        with self._lock:
-            cur = self._counts.get(key_id, 0)
-            if cur + n > self.max_in_flight:
-                return self.retry_after_s
-            self._counts[key_id] = cur + n
-            return None
-
-    check = acquire
-
-    def release(self, key_id: str, n: int = 1) -> None:
-        with self._lock:
-            left = self._counts.get(key_id, 0) - n
-            if left > 0:
-                self._counts[key_id] = left
-            else:
-                self._counts.pop(key_id, None)
-
-    def in_flight(self, key_id: str) -> int:
-        return self._counts.get(key_id, 0)
 
 
 class _Abort(Exception):
