@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.wanflash-installed
 
-.PHONY: setup run test test-fast clean postgres browser
+.PHONY: setup run test check clean postgres browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,14 @@ postgres:
 	    postgresql >/dev/null || echo "PostgreSQL could not be installed: its tests will skip (fail under CI)"; \
 	else echo "no PostgreSQL server and no root apt-get: its tests will skip (fail under CI)"; fi
 
-test: $(STAMP) postgres browser
+# Static checks: ruff (lint + import order), mypy (the packages that do not import torch) and
+# import-linter (the layering contracts in pyproject.toml). `make test` runs them first.
+check: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) postgres browser check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Debian's chromium for the playground's browser test (needs root; the test skips without it,
