@@ -86,9 +86,9 @@ async def test_claims_only_its_profile_and_refuses_a_foreign_spec(tmp_path: Path
 async def test_progress_is_stored_off_the_event_loop_and_before_completion(tmp_path: Path) -> None:
     import threading
 
-    class Recording(TaskStore):
+    class Recording(SqliteJobSource):
         def __init__(self, path: Path) -> None:
-            super().__init__(path)
+            super().__init__(path, outbox=no_webhooks)
             self.progress_threads: list[int] = []
             self.order: list[str] = []
 
