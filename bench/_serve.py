@@ -122,8 +122,8 @@ def main() -> int:
 
     import uvicorn
 
-    from wanflash.compose import build_app
     from wanflash.api.server import uvicorn_config_kwargs
+    from wanflash.compose import build_app
     from wanflash.config import load_settings
 
     overrides: dict[str, object] = {"port": args.port, "data_dir": args.data_dir, "host": "127.0.0.1"}

@@ -229,7 +229,8 @@ def main() -> int:
          "done/acked",
          "API RSS idle/peak MB", "torch in API", "targets (p99<50ms@100, 0 err, RSS<200MB)"],
         [[r["clients"], r["acks_per_s"], r["polls_per_s"], r["ack_p50_ms"], r["ack_p99_ms"], r["poll_p99_ms"],
-          r["api_cpu_ms_per_req"], r["errors"], f"{r['completed']}/{r['acks']}", f"{r['rss_idle_mb']:.0f}/{r['rss_peak_mb']:.0f}",
+          r["api_cpu_ms_per_req"], r["errors"], f"{r['completed']}/{r['acks']}",
+          f"{r['rss_idle_mb']:.0f}/{r['rss_peak_mb']:.0f}",
           _torch(r),
           _verdict(r)] for r in rows]))
     for r in rows:

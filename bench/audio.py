@@ -71,9 +71,10 @@ def main() -> None:
                                resolution_class=SIZE_CLASS.get((width, height), "720p"), duration=secs, fps=fps,
                                num_frames=secs * fps, seeds=[1], cost=0)
                 result = video.generate(spec)  # warm-up, and the clip the audio stage hears
-                video_s = _median(lambda: video.generate(spec), args.repeat)
+                video_s = _median(lambda spec=spec: video.generate(spec), args.repeat)
                 generate_tracks(backend, spec, result.videos, [1])  # warm-up
-                audio_s = _median(lambda: generate_tracks(backend, spec, result.videos, [1]), args.repeat)
+                audio_s = _median(lambda b=backend, spec=spec, r=result: generate_tracks(b, spec, r.videos, [1]),
+                                  args.repeat)
                 print(f"| {backend.name} | {backend.steps} | {secs} | {video_s:.2f} | {audio_s:.2f} | "
                       f"{audio_s / video_s:.0%} |", flush=True)
             del backend

@@ -81,8 +81,8 @@ def formats_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         for secs in (int(s) for s in args.durations.split(",")):
             clip = synthetic_clip(secs * args.fps, w, h)
             for fmt in args.formats.split(","):
-                r = timed_encode(clip, tmp / f"clip{OUTPUT_FORMATS[fmt].suffix}", fps=args.fps, fmt=fmt, quality=args.quality,
-                                 repeat=args.repeat)
+                r = timed_encode(clip, tmp / f"clip{OUTPUT_FORMATS[fmt].suffix}", fps=args.fps, fmt=fmt,
+                                 quality=args.quality, repeat=args.repeat)
                 r.update(format=fmt, res=res, seconds=secs, frames=len(clip), crf=crf_for(fmt, args.quality),
                          gen_5b_s=ANCHOR_5B_PER_5S * secs / 5, gen_14b_s=ANCHOR_14B_PER_5S * secs / 5)
                 rows.append(r)

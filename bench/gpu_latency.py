@@ -441,7 +441,8 @@ def main() -> int:
     ap.add_argument("--weights-dir", default=None, help="diffusers-format weights for --profile (part 2)")
     ap.add_argument("--profile", default=None, choices=list(PROFILES))
     ap.add_argument("--lora-dir", default=None, help="4-step distilled LoRAs for wan2.2-i2v-a14b")
-    ap.add_argument("--audio-weights-dir", default=None, help="diffusers-format weights of the WANFLASH_AUDIO_MODEL backend (native audio in E2E)")
+    ap.add_argument("--audio-weights-dir", default=None,
+                    help="diffusers-format weights of the WANFLASH_AUDIO_MODEL backend (native audio in E2E)")
     ap.add_argument("--runs", type=int, default=3, help="E2E tasks per audio setting")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--results", default=None, help="append the table to this file (GPU default: bench/RESULTS.md)")

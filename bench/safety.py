@@ -64,7 +64,7 @@ def main() -> None:
     frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(args.frames)]
     clip_frames = args.fps * 5
     fast, full = len(sample_frame_indices(clip_frames, args.fps, "fast")), clip_frames
-    print("| detector | load s | s / frame | 5 s clip, fast (%d frames) | 5 s clip, full (%d frames) |" % (fast, full))
+    print(f"| detector | load s | s / frame | 5 s clip, fast ({fast} frames) | 5 s clip, full ({full} frames) |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.detectors.split(","):

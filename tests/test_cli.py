@@ -163,7 +163,7 @@ def lora_checks(tmp_path: Path, weights: Path, loras: Path) -> dict[str, object]
 def test_doctor_reads_the_lora_files_and_matches_them_to_experts(published: Layouts, tmp_path: Path) -> None:
     checks = lora_checks(tmp_path, published.i2v_a14b_t2v, published.loras)
     assert set(checks) == {"lora i2v high", "lora i2v low", "lora t2v high", "lora t2v low"}
-    for (name, check), file in zip(sorted(checks.items()), [LORA_FILES[0], LORA_FILES[1], LORA_FILES[2], LORA_FILES[3]]):
+    for (_name, check), file in zip(sorted(checks.items()), [LORA_FILES[0], LORA_FILES[1], LORA_FILES[2], LORA_FILES[3]]):
         assert check.status == "ok", check
         assert file in check.detail and "rank 4, 2 blocks" in check.detail, check
     assert "t2v/transformer_2" in checks["lora t2v low"].detail

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def migrate(settings: "Settings") -> int:
+def migrate(settings: Settings) -> int:
     if settings.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
         from wanflash.jobs.source import refuse_terminal_writes

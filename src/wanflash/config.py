@@ -170,13 +170,13 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _storage_complete(self) -> "Settings":
+    def _storage_complete(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("WANFLASH_STORAGE=s3 needs WANFLASH_S3_BUCKET")
         return self
 
     @model_validator(mode="after")
-    def _memory_consistent(self) -> "Settings":
+    def _memory_consistent(self) -> Settings:
         mapped = {"model": "model_offload", "group": "group_offload"}.get(self.cpu_offload)
         if mapped and self.memory not in ("auto", mapped):
             raise ValueError(f"WANFLASH_CPU_OFFLOAD={self.cpu_offload} (deprecated) contradicts "

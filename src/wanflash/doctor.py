@@ -51,7 +51,7 @@ def check_python() -> list[Check]:
                   None if ok else "use Python 3.11 or newer")]
 
 
-def check_engine(settings: "Settings") -> list[Check]:
+def check_engine(settings: Settings) -> list[Check]:
     from wanflash.pipelines.environment import engine_info
 
     info = engine_info()
@@ -72,7 +72,7 @@ def check_engine(settings: "Settings") -> list[Check]:
     return out + check_memory(settings, info.get("cuda"))
 
 
-def check_memory(settings: "Settings", cuda: dict[str, Any] | None, host: int | None = None) -> list[Check]:
+def check_memory(settings: Settings, cuda: dict[str, Any] | None, host: int | None = None) -> list[Check]:
     """The memory plan the engine would use on the detected GPU, and its estimated peak; ``host``:
     this machine's RAM in bytes (read from the OS when None)."""
     import os
@@ -96,9 +96,10 @@ def check_memory(settings: "Settings", cuda: dict[str, Any] | None, host: int | 
         plan = choose_plan(settings.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
         return out + [Check("memory", "ok", f"plan {plan.label()} ({plan.reason})")]
     if gpu is None:
-        picks = "; ".join(f"{g} GB: {choose_plan(settings.profile, g * GiB, **opts).label()} "  # type: ignore[arg-type]
-                          f"({estimate(settings.profile, choose_plan(settings.profile, g * GiB, **opts), t2v=t2v).gpu_bytes / GiB:.1f} GiB)"  # type: ignore[arg-type]
-                          for g in (24, 48, 80))
+        plans = {g: choose_plan(settings.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
+        picks = "; ".join(f"{g} GB: {plan.label()} "
+                          f"({estimate(settings.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"  # type: ignore[arg-type]
+                          for g, plan in plans.items())
         return out + [Check("memory", "warn", f"no GPU to plan for; on a GPU of {picks}",
                             "run on a CUDA GPU (README: Real weights, memory plans)")]
     plan = choose_plan(settings.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
@@ -120,7 +121,7 @@ def check_memory(settings: "Settings", cuda: dict[str, Any] | None, host: int | 
     return out + [Check("memory", "ok", detail)]
 
 
-def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
+def _cuda_check(settings: Settings, cuda: dict[str, Any] | None) -> Check:
     wants_cuda = settings.device.startswith("cuda")
     if cuda is None:
         return Check("cuda", "fail" if wants_cuda else "warn", "unknown: torch is not importable", TORCH_FIX)
@@ -140,7 +141,7 @@ def _cuda_check(settings: "Settings", cuda: dict[str, Any] | None) -> Check:
     return Check("cuda", "ok", f"no GPU ({why}); the tiny profile runs on the CPU")
 
 
-def check_weights(settings: "Settings") -> list[Check]:
+def check_weights(settings: Settings) -> list[Check]:
     from wanflash.pipelines.registry import WeightsNotFound, weights_root
 
     profile = get_profile(settings.profile)
@@ -167,7 +168,7 @@ def check_weights(settings: "Settings") -> list[Check]:
     return out + check_audio_weights(settings)
 
 
-def check_loras(settings: "Settings", root: Path, has_t2v: bool) -> list[Check]:
+def check_loras(settings: Settings, root: Path, has_t2v: bool) -> list[Check]:
     """Open every LoRA file's header, match it to its expert as the loader will, check it fits that expert."""
     from wanflash.pipelines.loras import COMPONENT, LoraMismatch, assign, check_fit, inspect_lora, lora_files
 
@@ -195,7 +196,8 @@ def check_loras(settings: "Settings", root: Path, has_t2v: bool) -> list[Check]:
         except Exception as exc:  # an unreadable file is a finding
             out.append(Check(name, "fail", f"{f.path.name}: cannot read it ({type(exc).__name__}: {exc})", fix))
             continue
-        detail = f"{f.path.name} -> {task}/{COMPONENT[expert]}: rank {info.rank}, {info.blocks} blocks, {info.keys} keys"
+        detail = (f"{f.path.name} -> {task}/{COMPONENT[expert]}: rank {info.rank}, {info.blocks} blocks, "
+                  f"{info.keys} keys")
         if problems:
             out.append(Check(name, "fail", f"{detail}; does not fit: {'; '.join(problems)}", fix))
         else:
@@ -206,7 +208,7 @@ def check_loras(settings: "Settings", root: Path, has_t2v: bool) -> list[Check]:
     return out
 
 
-def check_audio_weights(settings: "Settings") -> list[Check]:
+def check_audio_weights(settings: Settings) -> list[Check]:
     """Native audio on a real profile: which backend, under which licence, hearing what; the service
     refuses to start without the backend's weights."""
     from wanflash.pipelines.audio import BACKENDS
@@ -227,7 +229,7 @@ def check_audio_weights(settings: "Settings") -> list[Check]:
                   f"hears {hears}; licence: {info.licence}")]
 
 
-def check_a2v(settings: "Settings") -> list[Check]:
+def check_a2v(settings: Settings) -> list[Check]:
     """What ``inputs.audio`` does on this configuration: Wan2.2-S2V follows the track, or muxing only."""
     from wanflash.pipelines.registry import S2V_PARTS, a2v_mode
 
@@ -273,7 +275,7 @@ def check_codecs() -> list[Check]:
                   f"{', '.join(OUTPUT_FORMATS)} encode with audio (H.264+AAC, VP9+Opus)")]
 
 
-def check_data_dir(settings: "Settings") -> list[Check]:
+def check_data_dir(settings: Settings) -> list[Check]:
     data = Path(settings.data_dir)
     probe = data if data.exists() else next((p for p in data.absolute().parents if p.exists()), Path("/"))
     try:
@@ -289,7 +291,7 @@ def check_data_dir(settings: "Settings") -> list[Check]:
     return [Check("data dir", "ok", detail)]
 
 
-def check_postgres(settings: "Settings") -> list[Check]:
+def check_postgres(settings: Settings) -> list[Check]:
     """Distributed mode: the server answers and the schema is there (``wanflash migrate``)."""
     try:
         import psycopg
@@ -304,7 +306,7 @@ def check_postgres(settings: "Settings") -> list[Check]:
     return [Check("database", "ok", f"PostgreSQL: {summary}")]
 
 
-def check_database(settings: "Settings") -> list[Check]:
+def check_database(settings: Settings) -> list[Check]:
     from wanflash.api.auth import db_path
 
     if settings.database_url:
@@ -334,7 +336,7 @@ def check_database(settings: "Settings") -> list[Check]:
     return out
 
 
-def check_prompt_extend(settings: "Settings") -> list[Check]:
+def check_prompt_extend(settings: Settings) -> list[Check]:
     backend = settings.prompt_extend_backend
     if backend == "none":
         return [Check("promptExtend", "ok", "backend none: prompts pass through (results say promptExtended=false)")]
@@ -351,7 +353,7 @@ def check_prompt_extend(settings: "Settings") -> list[Check]:
                   f"(model {settings.prompt_extend_model}; not contacted)")]
 
 
-def run_checks(settings: "Settings") -> list[Check]:
+def run_checks(settings: Settings) -> list[Check]:
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
         ("python", check_python),
         ("engine", lambda: check_engine(settings)),
@@ -371,7 +373,7 @@ def run_checks(settings: "Settings") -> list[Check]:
     return out
 
 
-def report(checks: list[Check], settings: "Settings", stream: TextIO) -> int:
+def report(checks: list[Check], settings: Settings, stream: TextIO) -> int:
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
     print(f"wanflash doctor: profile {settings.profile}, device {settings.device}, data dir {settings.data_dir}",
           file=stream)
@@ -386,5 +388,5 @@ def report(checks: list[Check], settings: "Settings", stream: TextIO) -> int:
     return 1 if fails else 0
 
 
-def doctor_cli(settings: "Settings", args: "argparse.Namespace") -> int:
+def doctor_cli(settings: Settings, args: argparse.Namespace) -> int:
     return report(run_checks(settings), settings, sys.stdout)

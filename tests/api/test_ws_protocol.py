@@ -14,9 +14,8 @@ import httpx
 import websockets
 from PIL import Image
 
-from wanflash.testing import LiveServer
-
 from tests.api.support import API_KEY
+from wanflash.testing import LiveServer
 
 MODEL = "alibaba:wan@2.6-flash"
 

@@ -85,7 +85,9 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
 
 def test_retry_policy_decides_backoff_retry_after_budget_and_expiry() -> None:
     p = RetryPolicy(base_delay_s=5, max_attempts=3, max_retry_after_s=600)
-    one = lambda: 1.0
+    def one() -> float:
+        return 1.0
+
     assert p.after_failure(1, None, now=0, expires_at=1000, rng=one) == 5
     assert p.after_failure(2, None, now=0, expires_at=1000, rng=one) == 10
     assert p.after_failure(1, 120, now=0, expires_at=1000, rng=one) == 120  # Retry-After wins

@@ -10,6 +10,8 @@ silent rate, and generated sound is refused."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
@@ -21,9 +23,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import base64
-import io
 
 import httpx
 import psycopg

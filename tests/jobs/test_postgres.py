@@ -16,7 +16,7 @@ from wanflash.jobs.model import TaskState
 from wanflash.jobs.postgres import PostgresJobSource
 
 
-def _claim_then_die(url: str, out: "mp.Queue[str]") -> None:
+def _claim_then_die(url: str, out: mp.Queue[str]) -> None:
     src = PostgresJobSource(url, outbox=no_webhooks, worker_heartbeat_seconds=0.2, stalled_worker_seconds=1.0)
     c = src.claim("doomed", 300)  # a five-minute lease
     out.put(c.task_uuid if c else "")

@@ -73,7 +73,7 @@ class LoopbackServer:
             req = Req(method, path, headers, body, time.monotonic())
             self.requests.append(req)
             await self.handler(req, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             try:

@@ -65,7 +65,7 @@ def test_fit_samples_cuts_and_pads_with_silence() -> None:
 def test_generates_a_track_as_long_as_each_video(av_engine, image, spec_factory) -> None:
     calls: list[tuple[int, int, str]] = []
     spec = spec_factory(1280, 720, duration=2, seeds=[4, 5])
-    result = av_engine.generate(spec, lambda *a: calls.append(a), image=image)
+    result = av_engine.generate(spec, lambda *a, calls=calls: calls.append(a), image=image)
     assert len(result.audio) == 2
     for track in result.audio:
         assert track is not None and track.rate == SAMPLE_RATE

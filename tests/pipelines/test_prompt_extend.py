@@ -180,7 +180,7 @@ def test_local_vl_model_without_processor_runs_text_only(tiny_lm_dir: Path, tmp_
     """A Qwen2.5-VL checkpoint whose processor cannot load (no preprocessor files here; in real
     deployments torchvision missing) is still used, from text alone, with the unseen-image prompt."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     src = PreTrainedTokenizerFast.from_pretrained(tiny_lm_dir, local_files_only=True)
     config = Qwen2_5_VLConfig(

@@ -30,7 +30,7 @@ def load(tmp: Path, profile: str, weights: Path, lora_dir: Path | None = None, d
     return pipe
 
 
-def lora_delta(path: Path, module: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+def lora_delta(path: Path, module: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight delta, bias delta) block 0's ``module`` gets from the lightx2v-format file at ``path``."""
     from safetensors.torch import load_file
 

@@ -28,7 +28,6 @@ from wanflash.pipelines.safety import (
     sample_frame_indices,
 )
 
-
 # -- images drawn by the test -------------------------------------------------------------------
 
 def warm(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
@@ -106,7 +105,7 @@ def test_fast_and_full_check_what_they_should() -> None:
         det = RedDetector()
         run = SafetyRun.start(ContentChecker(det, withhold=False), spec(mode), None)
         steps: list[tuple[int, int, str]] = []
-        info = run.finish([video(), video([9, 70])], fps=16, on_step=lambda *a: steps.append(a))
+        info = run.finish([video(), video([9, 70])], fps=16, on_step=lambda *a, steps=steps: steps.append(a))
         assert info is not None and det.seen == 2 * per_video
         assert [r["framesChecked"] for r in info["results"]] == [per_video, per_video]
         assert steps[-1] == (2 * per_video, 2 * per_video, "safety")

@@ -151,8 +151,8 @@ def test_rest_task_end_to_end_on_s3(s3_server: S3Server, tmp_path: Path) -> None
 
 
 def test_expired_s3_link_falls_back_to_a_dead_server_link(s3_server: S3Server, tmp_path: Path) -> None:
-    from wanflash.storage.links import MediaLinks
     from wanflash.signing import UrlSigner
+    from wanflash.storage.links import MediaLinks
 
     signer = UrlSigner(b"k")
     links = MediaLinks(store_for(s3_server, tmp_path), signer)

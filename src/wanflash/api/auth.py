@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from wanflash.config import Settings
 
 
-def db_path(settings: "Settings") -> Path:
+def db_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "wanflash.sqlite3"
 
 
@@ -35,7 +35,7 @@ def hash_key(raw: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, settings: "Settings", store: KeyStore) -> None:
+    def __init__(self, settings: Settings, store: KeyStore) -> None:
         self._static = [hash_key(k) for k in settings.api_key_list]
         self._store = store
 
@@ -68,14 +68,14 @@ def create_key(store: KeyStore) -> tuple[str, str]:
     return key_id, raw
 
 
-def ensure_first_key(settings: "Settings", store: KeyStore) -> str | None:
+def ensure_first_key(settings: Settings, store: KeyStore) -> str | None:
     """On a fresh install (no key anywhere) create one and return it raw; otherwise None."""
     if KeyRing(settings, store).has_any():
         return None
     return create_key(store)[1]
 
 
-def keys_cli(settings: "Settings", args: argparse.Namespace) -> int:
+def keys_cli(settings: Settings, args: argparse.Namespace) -> int:
     """``wanflash keys create | list | revoke ID`` (in PostgreSQL when ``WANFLASH_DATABASE_URL`` is set)."""
     store = open_job_source(settings, outbox=refuse_terminal_writes, sqlite_path=db_path(settings))
     try:

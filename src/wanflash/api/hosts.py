@@ -18,7 +18,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
-def trusted_hosts(settings: "Settings") -> frozenset[str]:
+def trusted_hosts(settings: Settings) -> frozenset[str]:
     names = {h.lower() for h in LOOPBACK_NAMES}
     if settings.host not in WILDCARDS:
         names.add(settings.host.lower().strip("[]"))
@@ -33,7 +33,7 @@ def _host_name(host_header: str) -> str:
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
-def link_base(settings: "Settings", trusted: frozenset[str], scheme: str, host_header: str | None) -> str:
+def link_base(settings: Settings, trusted: frozenset[str], scheme: str, host_header: str | None) -> str:
     """``scheme://host`` for links in a reply to a request that came with ``host_header``."""
     if settings.public_url:
         return settings.public_url.rstrip("/")

@@ -67,7 +67,7 @@ def _retag(exc: InvalidRequest, where: _Where) -> InvalidRequest:
 
 
 class InputResolver:
-    def __init__(self, settings: "Settings", jobs: "JobService", storage: "ObjectStore") -> None:
+    def __init__(self, settings: Settings, jobs: JobService, storage: ObjectStore) -> None:
         self.settings = settings
         self.jobs = jobs
         self.storage = storage
@@ -150,7 +150,7 @@ class InputResolver:
 
     # -- public
 
-    async def resolve(self, task: "VideoInferenceTask", owner: str | None = None) -> ResolvedInputs:
+    async def resolve(self, task: VideoInferenceTask, owner: str | None = None) -> ResolvedInputs:
         """Fetch, check and store the task's inputs under ``inputs/<taskUUID>/``; an imageUUID/mediaUUID
         resolves only when ``owner`` (the caller's key digest) uploaded it."""
         tu = task.taskUUID

@@ -10,8 +10,8 @@
 * :class:`BodyLimits`: ASGI middleware answering **413** when a body is larger than
   ``max_body_bytes`` (declared ``Content-Length`` refused before the app runs; chunked bodies counted as
   they arrive) and **408** (``requestTimeout``) when the body is not completely received within ``body_deadline_s`` of
-  the request start (slow-drip bodies), both in the JSON error envelope. It sends the error itself, then tells the app the client
-  disconnected and swallows whatever the app does next, so the client never gets a 500 or a second
+  the request start (slow-drip bodies), both in the JSON error envelope. It sends the error itself, then tells the app
+  the client disconnected and swallows whatever the app does next, so the client never gets a 500 or a second
   response start. If the app had already started its response, nothing more is sent.
   It cannot bound header reading (that happens before any ASGI app runs): put a proxy with header
   timeouts in front or use a server that has them.

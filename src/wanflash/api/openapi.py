@@ -166,7 +166,8 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
                 "type": "array", "items": {"anyOf": task_refs}}}}},
             "responses": {
                 "200": envelope, "400": envelope, "401": envelope, "404": envelope, "405": envelope,
-                "408": envelope, "413": envelope, "429": {**envelope, "headers": {"Retry-After": {"schema": {"type": "string"}}}},
+                "408": envelope, "413": envelope,
+                "429": {**envelope, "headers": {"Retry-After": {"schema": {"type": "string"}}}},
                 "500": envelope, "503": envelope, "504": envelope,
             },
         }},
@@ -226,7 +227,7 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
     }
 
 
-def openapi_document(settings: "Settings") -> dict[str, Any]:
+def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document for this server's settings (a fresh copy: callers may modify it)."""
     return copy.deepcopy(_document(settings.playground, settings.metrics, bool(settings.metrics_token),
                                    settings.base_url))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from wanflash.compose import Services
 
 
-def _services(request: Request) -> "Services":
+def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 

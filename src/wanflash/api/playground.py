@@ -10,8 +10,8 @@
   gives each output format's suffix and MIME type (:mod:`wanflash.contract.formats`).
 * ``POST /playground/estimate``: ``{"task": <videoInference task>, "imageSize": [w, h]}`` ->
   the size, duration, frames and cost the server would plan (:func:`plan_job` for the profile
-  the workers serve, priced by :mod:`wanflash.contract.pricing`), or the Runware errors naming each bad parameter. Nothing is
-  fetched or stored and no key is needed: it reveals prices and rules only.
+  the workers serve, priced by :mod:`wanflash.contract.pricing`), or the Runware errors naming each bad parameter.
+  Nothing is fetched or stored and no key is needed: it reveals prices and rules only.
 
 The page itself talks to ``/v1`` over the WebSocket with the user's API key, like any client.
 """
@@ -65,7 +65,7 @@ class Estimate(BaseModel):
     durationFollowsAudio: bool = Field(description="no duration given: the input track's length decides it")
 
 
-def _services(request: Request) -> "Services":
+def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -76,7 +76,7 @@ def _limits(prop: dict[str, Any]) -> dict[str, Any]:
     return {k: branch[k] for k in keys if k in branch}
 
 
-async def playground_config(services: "Services") -> dict[str, Any]:
+async def playground_config(services: Services) -> dict[str, Any]:
     schema = VideoInferenceTask.model_json_schema()
     props = schema["properties"]
     defs = schema["$defs"]

@@ -111,8 +111,8 @@ def _str(task: dict[str, Any], name: str) -> str | None:
 
 
 class TaskRouter:
-    def __init__(self, settings: "Settings", jobs: "JobService", resolver: "InputResolver", links: "MediaLinks",
-                 fleet: "Fleet") -> None:
+    def __init__(self, settings: Settings, jobs: JobService, resolver: InputResolver, links: MediaLinks,
+                 fleet: Fleet) -> None:
         self.settings = settings
         self.jobs = jobs
         self.resolver = resolver

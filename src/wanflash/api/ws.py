@@ -49,14 +49,14 @@ MAX_FAILED_AUTH = 5  # failed authentication tasks one socket may send before it
 POLICY_VIOLATION = 1008
 
 
-def http_base(ws: WebSocket, settings: "Settings") -> str:
+def http_base(ws: WebSocket, settings: Settings) -> str:
     """The origin for links in replies (ws -> http, wss -> https); see :mod:`wanflash.api.hosts`."""
     scheme = "https" if ws.url.scheme == "wss" else "http"
     return link_base(settings, trusted_hosts(settings), scheme, ws.headers.get("host"))
 
 
 class Session:
-    def __init__(self, ws: WebSocket, router: "TaskRouter", keys: "KeyRing") -> None:
+    def __init__(self, ws: WebSocket, router: TaskRouter, keys: KeyRing) -> None:
         self.ws = ws
         self.router = router
         self.keys = keys

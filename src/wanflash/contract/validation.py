@@ -315,7 +315,8 @@ def unsupported_audio(task_uuid: str | None, why: str) -> RunwareError:
 
 
 def unsupported_safety(task: VideoInferenceTask, why: str) -> RunwareError:
-    """``why`` (e.g. "no worker has a content detector (WANFLASH_SAFETY_DETECTOR)"), naming the safety parameter the request used."""
+    """``why`` (e.g. "no worker has a content detector (WANFLASH_SAFETY_DETECTOR)"), naming the safety
+    parameter the request used."""
     param = "safety.mode" if task.safety is not None and task.safety.mode is not None else "safety.checkContent"
     return _err("unsupportedSafetyCheck",
                 f"Content checking was requested, but {why}; send safety.checkContent false or ask the "

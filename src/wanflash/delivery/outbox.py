@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 60.0  # longer than one attempt's 15 s deadline: a live loop never loses its lease
 
 
-def make_renderer(sign_url: Callable[[str, float], str], default_ttl: int) -> Callable[[TaskRecord], list[OutboxMessage]]:
+def make_renderer(sign_url: Callable[[str, float], str],
+                  default_ttl: int) -> Callable[[TaskRecord], list[OutboxMessage]]:
     """The store's outbox renderer: one message per result (or one error message)."""
 
     def render(record: TaskRecord) -> list[OutboxMessage]:
@@ -78,7 +79,7 @@ class OutboxDeliverer(BackgroundLoop):
     task_name = "wanflash-webhooks"
 
     def __init__(self, store: Outbox, sender: WebhookSender, *, poll_seconds: float = 0.5,
-                 metrics: "Metrics | None" = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.metrics = metrics
         # One sender.attempt per lease; sender.schedule (the RetryPolicy WebhookSender.deliver applies
@@ -138,7 +139,7 @@ class OutboxDeliverer(BackgroundLoop):
                                 status=out.status, error=out.error)
 
 
-def build(settings: "Settings", store: Outbox, metrics: "Metrics | None" = None) -> OutboxDeliverer:
+def build(settings: Settings, store: Outbox, metrics: Metrics | None = None) -> OutboxDeliverer:
     """The (not yet started) delivery loop over ``store``, whose adapter was opened with
     :func:`make_renderer`'s renderer."""
     secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)

@@ -56,7 +56,7 @@ class MediaSweeper(BackgroundLoop):
 
     def __init__(self, store: MediaRetention, storage: ObjectStore, *, default_ttl: int, grace: float | None,
                  upload_retention: float | None = None, interval: float = 300.0, batch: int = 200,
-                 metrics: "Metrics | None" = None, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.storage = storage
         self.default_ttl = default_ttl
@@ -134,8 +134,8 @@ class MediaSweeper(BackgroundLoop):
         return done
 
 
-def build(settings: "Settings", store: MediaRetention, storage: ObjectStore,
-          metrics: "Metrics | None" = None) -> MediaSweeper | None:
+def build(settings: Settings, store: MediaRetention, storage: ObjectStore,
+          metrics: Metrics | None = None) -> MediaSweeper | None:
     """The sweeper the settings ask for (not yet started); None when both retentions are -1 (keep all)."""
     grace = settings.media_grace_seconds if settings.media_grace_seconds >= 0 else None
     uploads = settings.upload_retention_seconds if settings.upload_retention_seconds >= 0 else None

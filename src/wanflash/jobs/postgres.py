@@ -710,7 +710,8 @@ class PostgresJobSource:
     def lease_outbox(self, lease_seconds: float, limit: int = 16, *, now: float | None = None) -> list[OutboxMessage]:
         t = time.time() if now is None else now
         rows = self._call(self._all,
-                          "UPDATE wanflash_outbox SET lease_until=%s WHERE msg_id IN (SELECT msg_id FROM wanflash_outbox "
+                          "UPDATE wanflash_outbox SET lease_until=%s WHERE msg_id IN "
+                          "(SELECT msg_id FROM wanflash_outbox "
                           "WHERE state='pending' AND next_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
                           "ORDER BY next_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                           "RETURNING msg_id, task_uuid, url, body, expires_at, attempts",

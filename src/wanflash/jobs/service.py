@@ -126,7 +126,8 @@ class JobService:
         return await self._read(self.store.get_upload, upload_uuid)
 
     async def workers(self) -> list[WorkerRecord]:
-        """The published workers (:meth:`~wanflash.jobs.source.WorkerRegistry.workers`): a few rows, read like a poll."""
+        """The published workers (:meth:`~wanflash.jobs.source.WorkerRegistry.workers`): a few rows, read like a
+        poll."""
         return await self._read(self.store.workers)
 
     async def counts(self) -> dict[str, int]:

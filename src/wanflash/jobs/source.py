@@ -192,7 +192,7 @@ class TaskEvent:
                            "st": self.stage}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, payload: str) -> "TaskEvent":
+    def from_json(cls, payload: str) -> TaskEvent:
         d = json.loads(payload)
         return cls(d["k"], d["t"], d.get("s"), d.get("n", 0), d.get("of", 0), d.get("st"))
 
@@ -402,7 +402,7 @@ def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
     )
 
 
-def open_job_source(settings: "Settings", *, outbox: OutboxRenderer, sqlite_path: "Path | None" = None) -> JobSource:
+def open_job_source(settings: Settings, *, outbox: OutboxRenderer, sqlite_path: Path | None = None) -> JobSource:
     """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else the SQLite file
     at ``sqlite_path``. ``outbox`` renders each terminal task's webhook messages
     (:func:`wanflash.delivery.outbox.make_renderer`, or :func:`refuse_terminal_writes`)."""

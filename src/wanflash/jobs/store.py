@@ -45,7 +45,6 @@ and the point reads (``inline_reads``) on the event loop.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time

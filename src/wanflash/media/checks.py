@@ -266,7 +266,8 @@ def _refuse_nested_open(url: Any, flags: Any, options: Any) -> Any:
     raise PermissionError(f"nested open refused: {url}")
 
 
-def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bool) -> tuple[AudioInfo, np.ndarray | None]:
+def _run_audio(data: bytes, parameter: str, max_seconds: float,
+               want_samples: bool) -> tuple[AudioInfo, np.ndarray | None]:
     import av  # local: keeps importing this module cheap for image-only callers
 
     kind = sniff_audio(data[:64])
@@ -302,7 +303,8 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float, want_samples: bo
                 declared = float(s.duration * s.time_base)
             if declared is not None and declared > max_seconds:
                 raise _bad("audioTooLong", f"audio is {declared:.1f} s, limit {max_seconds:g} s", parameter)
-            resampler = av.AudioResampler(format="fltp", layout=s.codec_context.layout, rate=rate) if want_samples else None
+            resampler = (av.AudioResampler(format="fltp", layout=s.codec_context.layout, rate=rate)
+                         if want_samples else None)
             chunks: list[np.ndarray] = []
             n = 0
             limit = int(max_seconds * rate) + 1

@@ -220,7 +220,7 @@ def check_url(url: str | httpx.URL, *, allow_loopback: bool = False) -> _Target:
         last = host.rsplit(".", 1)[-1]
         if _NUMERICISH_LABEL.match(last):
             # inet_aton would read 2130706433 / 127.1 / 0x7f.0.0.1 as an address; refuse the disguise.
-            raise URLRefused(f"host {host!r} is a non-canonical numeric address")
+            raise URLRefused(f"host {host!r} is a non-canonical numeric address") from None
     return _Target(url=u, host=host, port=port, literal=literal)
 
 

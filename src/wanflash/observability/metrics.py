@@ -61,7 +61,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class _StoreCollector(Collector):
     """Queue depth, tasks by state and executor state, computed when scraped."""
 
-    def __init__(self, store: "Submissions | None", executor_state: Callable[[], str] | None) -> None:
+    def __init__(self, store: Submissions | None, executor_state: Callable[[], str] | None) -> None:
         self.store = store
         self.executor_state = executor_state
 
@@ -106,7 +106,7 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome)
 
-    def watch_store(self, store: "Submissions | None", executor_state: Callable[[], str] | None = None) -> None:
+    def watch_store(self, store: Submissions | None, executor_state: Callable[[], str] | None = None) -> None:
         """Report the store's queue and task counts (``None``: not this process's to report) and the
         executor's state, read at scrape time."""
         self.registry.register(_StoreCollector(store, executor_state))

@@ -32,13 +32,13 @@ def no_progress(step: int, total: int, stage: str) -> None:
 class AudioTrack:
     """Float32 samples shaped (channels, samples) at ``rate`` Hz."""
 
-    samples: "np.ndarray"
+    samples: np.ndarray
     rate: int
 
 
 @dataclass
 class GenerationResult:
-    videos: list["np.ndarray"]  # each (F, H, W, 3) uint8
+    videos: list[np.ndarray]  # each (F, H, W, 3) uint8
     seeds: list[int]
     audio: list[AudioTrack | None] = field(default_factory=list)  # per video, when the pipeline made sound
     info: dict[str, object] = field(default_factory=dict)  # e.g. the generation size, segments, timings
@@ -50,5 +50,5 @@ class VideoPipeline(Protocol):
     def load(self) -> None: ...
 
     def generate(
-        self, spec: "JobSpec", on_step: OnStep = no_progress, *, image: "Image.Image | None" = None
+        self, spec: JobSpec, on_step: OnStep = no_progress, *, image: Image.Image | None = None
     ) -> GenerationResult: ...

@@ -170,7 +170,7 @@ class NudeNetDetector(ContentDetector):
         return flags
 
 
-def build(settings: "Settings") -> ContentDetector:
+def build(settings: Settings) -> ContentDetector:
     """The detector ``settings.safety_detector`` names, not loaded. ValueError / ImportError
     when it cannot be built (a missing directory setting, a package not installed)."""
     name = settings.safety_detector

@@ -32,7 +32,7 @@ class FakePipeline:
         self.loaded = True
 
     def generate(
-        self, spec: "JobSpec", on_step: OnStep = no_progress, *, image: "Image.Image | None" = None
+        self, spec: JobSpec, on_step: OnStep = no_progress, *, image: Image.Image | None = None
     ) -> GenerationResult:
         for i in range(self.steps):
             if self.step_seconds:
@@ -42,7 +42,7 @@ class FakePipeline:
         return GenerationResult(videos=videos, seeds=list(spec.seeds), audio=[None] * len(videos))
 
     @staticmethod
-    def _draw(spec: "JobSpec", seed: int, image: "Image.Image | None") -> np.ndarray:
+    def _draw(spec: JobSpec, seed: int, image: Image.Image | None) -> np.ndarray:
         rng = np.random.default_rng(seed)
         base = rng.integers(0, 256, size=3, dtype=np.int64)
         h, w, f = spec.height, spec.width, spec.num_frames

@@ -85,7 +85,7 @@ class ShotCall:
         return {"shot": self.index + 1, "frames": self.frames, "start": self.start, "transition": self.transition}
 
 
-def plan_shot_calls(shots: Sequence[Shot], spec: "JobSpec", *, has_image: bool, text_to_video: bool) -> list[ShotCall]:
+def plan_shot_calls(shots: Sequence[Shot], spec: JobSpec, *, has_image: bool, text_to_video: bool) -> list[ShotCall]:
     frames = shot_frame_counts(shots, spec.fps, spec.num_frames)
     starts = shot_starts(shots, has_image=has_image, text_to_video=text_to_video)
     return [
@@ -95,8 +95,8 @@ def plan_shot_calls(shots: Sequence[Shot], spec: "JobSpec", *, has_image: bool, 
     ]
 
 
-def render_shots(pipeline: "VideoPipeline", spec: "JobSpec", shots: Sequence[Shot], on_step: OnStep = no_progress,
-                 *, image: "Image.Image | None" = None) -> GenerationResult:
+def render_shots(pipeline: VideoPipeline, spec: JobSpec, shots: Sequence[Shot], on_step: OnStep = no_progress,
+                 *, image: Image.Image | None = None) -> GenerationResult:
     """Generate every result of ``spec`` as the multi-shot ``shots`` plan; see the module docstring."""
     from PIL import Image
 

@@ -216,7 +216,7 @@ class PromptExtender(ABC):
         self,
         prompt: str,
         *,
-        image: "Image.Image | None" = None,
+        image: Image.Image | None = None,
         duration: int,
         shot_type: ShotType = "single",
     ) -> ExtendResult:
@@ -238,7 +238,7 @@ class PromptExtender(ABC):
                 note += f"; no multi-shot plan: {exc}"
         return ExtendResult(prompt=prompt, shots=shots, backend=self.backend, extended=False, note=note)
 
-    def _extend(self, prompt: str, *, image: "Image.Image | None", duration: int, shot_type: ShotType) -> ExtendResult:
+    def _extend(self, prompt: str, *, image: Image.Image | None, duration: int, shot_type: ShotType) -> ExtendResult:
         visible = image is not None and self.sees_images
         system = select_system_prompt(
             shot_type=shot_type,
@@ -280,7 +280,7 @@ class PromptExtender(ABC):
 
     @abstractmethod
     def complete(
-        self, system: str, user: str, *, image: "Image.Image | None", max_tokens: int
+        self, system: str, user: str, *, image: Image.Image | None, max_tokens: int
     ) -> tuple[str, str | None]:
         """One chat completion: (reply text, note or None). May raise; :meth:`extend` catches."""
 
@@ -293,14 +293,14 @@ class PassthroughExtender(PromptExtender):
     def __init__(self, reason: str = "no prompt-extension backend configured") -> None:
         self.reason = reason
 
-    def _extend(self, prompt: str, *, image: "Image.Image | None", duration: int, shot_type: ShotType) -> ExtendResult:
+    def _extend(self, prompt: str, *, image: Image.Image | None, duration: int, shot_type: ShotType) -> ExtendResult:
         return self._unextended(prompt, duration, shot_type, f"{self.reason}; prompt used as given")
 
-    def complete(self, system: str, user: str, *, image: "Image.Image | None", max_tokens: int) -> tuple[str, str | None]:
+    def complete(self, system: str, user: str, *, image: Image.Image | None, max_tokens: int) -> tuple[str, str | None]:
         raise NotImplementedError("the passthrough extender has no model")
 
 
-def image_data_uri(image: "Image.Image") -> str:
+def image_data_uri(image: Image.Image) -> str:
     """The image as a JPEG data URI, longest side at most IMAGE_MAX_SIDE."""
     img = image.convert("RGB")
     if max(img.size) > IMAGE_MAX_SIDE:
@@ -343,7 +343,7 @@ class OpenAIExtender(PromptExtender):
     def close(self) -> None:
         self._client.close()
 
-    def complete(self, system: str, user: str, *, image: "Image.Image | None", max_tokens: int) -> tuple[str, str | None]:
+    def complete(self, system: str, user: str, *, image: Image.Image | None, max_tokens: int) -> tuple[str, str | None]:
         if image is None:
             return self._post(system, user, None, max_tokens), None
         try:
@@ -467,7 +467,7 @@ class LocalExtender(PromptExtender):
         log.info("prompt extension: loaded %s (%s) on %s", self.model_dir, "VL" if is_vl else "text", device)
         return _LocalModel(model=model, tokenizer=processor, is_vl=is_vl, device=device)
 
-    def complete(self, system: str, user: str, *, image: "Image.Image | None", max_tokens: int) -> tuple[str, str | None]:
+    def complete(self, system: str, user: str, *, image: Image.Image | None, max_tokens: int) -> tuple[str, str | None]:
         import torch
 
         lm = self._load()
@@ -492,7 +492,7 @@ class LocalExtender(PromptExtender):
         return str(text), None
 
 
-def create_extender(settings: "Settings", *, transport: httpx.BaseTransport | None = None) -> PromptExtender:
+def create_extender(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> PromptExtender:
     """The extender ``settings`` ask for. A misconfigured backend (missing URL or directory,
     bad scheme) is logged and becomes a passthrough whose note says why: never an exception."""
     backend = settings.prompt_extend_backend

@@ -56,7 +56,8 @@ WAV2VEC_RATE = 50  # wav2vec2 hidden states per second of 16 kHz audio
 SAMPLE_RATE = 16000
 FIRST_CLIP_DROP = 3  # frames after the reference that upstream drops from the first clip
 # Upstream's default negative prompt (the model was tuned with it).
-NEGATIVE_PROMPT = ("画面模糊，最差质量，画面模糊，细节模糊不清，情绪激动剧烈，手快速抖动，字幕，丑陋的，残缺的，多余的手指，"
+NEGATIVE_PROMPT = ("画面模糊，最差质量，画面模糊，细节模糊不清，情绪激动剧烈，手快速抖动，"
+                   "字幕，丑陋的，残缺的，多余的手指，"
                    "画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
                    "三条腿，背景人很多，倒着走")
 
@@ -194,7 +195,8 @@ class S2VStage:
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # the same cleaning as upstream's tokenizer
 
         assert self.parts is not None
-        tok = self.parts["tokenizer"]([prompt_clean(p) for p in prompts], padding="max_length", max_length=self.recipe.text_len,
+        tok = self.parts["tokenizer"]([prompt_clean(p) for p in prompts], padding="max_length",
+                                      max_length=self.recipe.text_len,
                                       truncation=True, add_special_tokens=True, return_attention_mask=True,
                                       return_tensors="pt")
         mask = tok.attention_mask.to(self.device)
@@ -296,7 +298,7 @@ class S2VStage:
                 keep = min(r.motion_frames, frames.shape[2])
                 memory = torch.cat([memory[:, :, keep:], frames[:, :, -keep:]], dim=2)
                 motion_latents = self._encode(memory)
-            parts.append(((frames[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1.0) / 2.0))
+            parts.append((frames[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1.0) / 2.0)
         return to_uint8(np.concatenate(parts))
 
 

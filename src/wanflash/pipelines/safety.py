@@ -149,7 +149,7 @@ class SafetyRun:
     results: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, checker: ContentChecker | None, spec: "JobSpec", image: "Image.Image | None") -> "SafetyRun":
+    def start(cls, checker: ContentChecker | None, spec: JobSpec, image: Image.Image | None) -> SafetyRun:
         """Check the input image (when the job asks for checking). Raises JobFailed when no
         detector is configured, or when the image is flagged and flagged content is withheld."""
         mode: SafetyMode = spec.safety_mode if spec.safety_check else "none"
@@ -194,7 +194,7 @@ class SafetyRun:
                 "input": self.input_flag, "results": self.results}
 
 
-def create_checker(settings: "Settings") -> ContentChecker | None:
+def create_checker(settings: Settings) -> ContentChecker | None:
     """The configured checker (detector not loaded yet), or None when ``safety_detector`` is
     ``none``. A misconfigured detector still gives a checker, whose jobs fail with the reason."""
     name = settings.safety_detector

@@ -154,7 +154,8 @@ class WanVideoPipeline:
         if profile.sampler.kind == "flow-euler-distill":
             extra["scheduler"] = distill_scheduler(profile.sampler)
         # The profile's flags, not the index's: few-step checkpoints ship indexes without them.
-        i2v = BatchImageI2VPipeline.from_pretrained(self.root, dtype=self.dtype, expand_timesteps=profile.expand_timesteps,
+        i2v = BatchImageI2VPipeline.from_pretrained(self.root, dtype=self.dtype,
+                                                    expand_timesteps=profile.expand_timesteps,
                                                     boundary_ratio=profile.boundary_ratio, **extra)
         t2v_dir = self.root / "t2v"
         shared = {"text_encoder": i2v.text_encoder, "tokenizer": i2v.tokenizer, "vae": i2v.vae,

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from wanflash.storage.base import ObjectStore
 
 
-def create_store(settings: "Settings") -> "ObjectStore":
+def create_store(settings: Settings) -> ObjectStore:
     """The configured object store: ``local`` (``<data_dir>/media``) or ``s3``."""
     if settings.storage == "s3":
         from wanflash.storage.s3 import S3Store

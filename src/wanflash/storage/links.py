@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class MediaLinks:
-    def __init__(self, storage: "ObjectStore", signer: "UrlSigner") -> None:
+    def __init__(self, storage: ObjectStore, signer: UrlSigner) -> None:
         self.storage = storage
         self.signer = signer
 

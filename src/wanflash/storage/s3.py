@@ -61,7 +61,7 @@ class S3Store:
                              if public_endpoint_url else self.client)
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "S3Store":
+    def from_settings(cls, settings: Settings) -> S3Store:
         if not settings.s3_bucket:
             raise ValueError("WANFLASH_STORAGE=s3 needs WANFLASH_S3_BUCKET")
         return cls(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,

@@ -72,7 +72,7 @@ def parse_gpus(spec: str | None) -> list[str]:
     return out or ["cpu"]
 
 
-def run_worker(settings: "Settings", *, gpus: list[str], group_size: int = 1,
+def run_worker(settings: Settings, *, gpus: list[str], group_size: int = 1,
                pipeline_factory: str | None = None) -> int:
     """Run worker slots until SIGTERM/SIGINT; returns the exit status."""
     bootstrap_process(settings, label="worker")
@@ -97,7 +97,7 @@ def run_worker(settings: "Settings", *, gpus: list[str], group_size: int = 1,
 class _Parent:
     """One :class:`ProcessSet` of one slot process per GPU, supervised until SIGTERM/SIGINT."""
 
-    def __init__(self, settings: "Settings", gpus: list[str], pipeline_factory: str | None) -> None:
+    def __init__(self, settings: Settings, gpus: list[str], pipeline_factory: str | None) -> None:
         self.settings = settings
         self.gpus = gpus
         self.pipeline_factory = pipeline_factory
@@ -129,14 +129,14 @@ class _Parent:
         return 0
 
 
-def for_slot(settings: "Settings", index: int) -> "Settings":
+def for_slot(settings: Settings, index: int) -> Settings:
     """The settings of slot (or group) ``index``: its own metrics port."""
     if settings.worker_metrics_port is None:
         return settings
     return settings.model_copy(update={"worker_metrics_port": settings.worker_metrics_port + index})
 
 
-async def serve_jobs(settings: "Settings", *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
+async def serve_jobs(settings: Settings, *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:
     """One worker slot: a supervisor over the PostgreSQL job source until SIGTERM (or the parent is gone)."""
     from wanflash.compose import build_worker
 

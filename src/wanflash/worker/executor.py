@@ -61,7 +61,7 @@ OnProgress = Callable[[Progress], None]
 OnLoaded = Callable[[float], None]
 
 
-def fake_pipeline(settings: "Settings") -> "FakePipeline":
+def fake_pipeline(settings: Settings) -> FakePipeline:
     """A picklable factory for the numpy-only :class:`FakePipeline` (tests, dry runs)."""
     from wanflash.pipelines.fake import FakePipeline
 
@@ -106,7 +106,7 @@ class InProcessExecutor:
 
     name = "inprocess"
 
-    def __init__(self, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
+    def __init__(self, settings: Settings, factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
         self._settings = settings
         self._factory = factory
         self._renderer: Renderer | None = None
@@ -188,7 +188,7 @@ _DEAD = _Dead()
 class _Child:
     """One spawned child plus a reader thread that forwards its messages into asyncio."""
 
-    def __init__(self, settings: "Settings", factory: PipelineFactory | str, loop: asyncio.AbstractEventLoop,
+    def __init__(self, settings: Settings, factory: PipelineFactory | str, loop: asyncio.AbstractEventLoop,
                  on_ready: Callable[[Ready], None] | None = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child_conn = ctx.Pipe(duplex=True)
@@ -247,7 +247,7 @@ class SubprocessExecutor:
 
     name = "subprocess"
 
-    def __init__(self, settings: "Settings", factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
+    def __init__(self, settings: Settings, factory: PipelineFactory | str = DEFAULT_FACTORY) -> None:
         self._settings = settings
         self._factory = factory
         self._child: _Child | None = None
@@ -356,7 +356,7 @@ class SubprocessExecutor:
         await asyncio.to_thread(child.kill)
 
 
-def create_executor(settings: "Settings", factory: PipelineFactory | str | None = None,
+def create_executor(settings: Settings, factory: PipelineFactory | str | None = None,
                     kind: str | None = None) -> Executor:
     """``settings.executor`` (or ``kind``) -> an executor running pipelines from ``factory``."""
     chosen = kind or settings.executor

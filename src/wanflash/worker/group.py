@@ -68,7 +68,7 @@ GROUP_RESTARTS = RestartPolicy(base=1.0, cap=30.0)
 COLLECTIVE_TIMEOUT_S = 7 * 86400
 
 
-def default_source(settings: "Settings", *, outbox: "OutboxRenderer") -> "JobSource":
+def default_source(settings: Settings, *, outbox: OutboxRenderer) -> JobSource:
     """The job source the settings ask for (PostgreSQL with ``database_url``, else the embedded SQLite
     file), rendering webhooks with ``outbox``."""
     from wanflash.api.auth import db_path
@@ -87,7 +87,7 @@ class LeaderExecutor:
     state = ExecutorState.READY  # the pipeline is loaded before the supervisor starts
     on_loaded: OnLoaded | None = None  # loaded before the supervisor starts: never called
 
-    def __init__(self, comm: "GroupComm", renderer: Renderer) -> None:
+    def __init__(self, comm: GroupComm, renderer: Renderer) -> None:
         self.comm = comm
         self.renderer = renderer
         self._cancel = threading.Event()
@@ -153,7 +153,7 @@ class LeaderExecutor:
         pass
 
 
-async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, source: str) -> None:
+async def _lead(settings: Settings, comm: GroupComm, renderer: Renderer, source: str) -> None:
     from wanflash.compose import build_worker
 
     # Metrics are served until the process ends; the parent terminates the group.
@@ -163,7 +163,7 @@ async def _lead(settings: "Settings", comm: "GroupComm", renderer: Renderer, sou
     await asyncio.Event().wait()  # until the parent terminates this process
 
 
-def _follow(comm: "GroupComm", renderer: Renderer) -> None:
+def _follow(comm: GroupComm, renderer: Renderer) -> None:
     while True:
         msg = comm.broadcast()
         if not isinstance(msg, Plan):
@@ -204,7 +204,7 @@ def split_targets(pipeline: Any) -> list[Any]:
     return []
 
 
-def rank_main(settings: "Settings", rank: int, world: int, init_method: str, gpu: str, factory: str,
+def rank_main(settings: Settings, rank: int, world: int, init_method: str, gpu: str, factory: str,
               source: str) -> None:
     """Entry point of one rank process (multiprocessing spawn)."""
     bootstrap_process(settings, label=f"rank{rank}", parent_pid=os.getppid())  # an orphaned rank exits
@@ -243,7 +243,7 @@ class GroupRunner(ProcessSet):
     """The k rank processes of one group, restarted all together when any has exited
     (:class:`~wanflash.worker.processes.ProcessSet`: backoff 1 s doubling to 30 s)."""
 
-    def __init__(self, settings: "Settings", gpus: list[str], *, factory: str = DEFAULT_FACTORY,
+    def __init__(self, settings: Settings, gpus: list[str], *, factory: str = DEFAULT_FACTORY,
                  job_source: str = DEFAULT_SOURCE) -> None:
         super().__init__(f"worker group {','.join(gpus)}", self._spawn_ranks, GROUP_RESTARTS)
         self.settings = settings
@@ -263,7 +263,7 @@ class GroupRunner(ProcessSet):
         return procs
 
 
-def run_group(settings: "Settings", gpus: list[str], group_size: int, *, factory: str | None = None,
+def run_group(settings: Settings, gpus: list[str], group_size: int, *, factory: str | None = None,
               job_source: str | None = None, stop: threading.Event | None = None) -> None:
     """Run ``len(gpus) // group_size`` worker groups of ``group_size`` ranks until SIGTERM/SIGINT
     (or ``stop``). ``gpus``: CUDA indices (``"0"``, ``"cuda:1"``) or ``"cpu"`` (gloo, tests)."""

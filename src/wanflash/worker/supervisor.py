@@ -150,9 +150,9 @@ class WorkerStore(Leases, Events, WorkerRegistry, Protocol):
 
 
 class Supervisor:
-    def __init__(self, settings: "Settings", store: WorkerStore, storage: "ObjectStore", executor: Executor, *,
+    def __init__(self, settings: Settings, store: WorkerStore, storage: ObjectStore, executor: Executor, *,
                  wake: asyncio.Event | None = None, poll_seconds: float = 1.0, release_orphans: bool = True,
-                 metrics: "Metrics | None" = None, capabilities: WorkerCapabilities | None = None) -> None:
+                 metrics: Metrics | None = None, capabilities: WorkerCapabilities | None = None) -> None:
         self.settings = settings
         self.caps = capabilities or capabilities_for(settings)
         self.store = store
