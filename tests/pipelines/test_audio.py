@@ -113,7 +113,7 @@ def test_no_audio_stage_when_not_wanted(ltx2_engine, image, spec_factory, monkey
     with_track = spec_factory(1280, 720, duration=2).model_copy(update={"audio_key": "inputs/x/audio.wav"})
     for spec in (silent, with_track):
         calls: list[tuple[int, int, str]] = []
-        result = av_engine.generate(spec, lambda *a: calls.append(a), image=image)
+        result = av_engine.generate(spec, lambda *a, calls=calls: calls.append(a), image=image)
         assert result.audio == [None] and "audio" not in result.info
         assert {c[2] for c in calls} == {"denoise"}
     assert runs["n"] == 0
