@@ -210,5 +210,5 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Se
     """Read the environment (and optionally a dotenv file) once; ``overrides`` win (CLI flags)."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     if env_file is not None:
-        return Settings(_env_file=str(env_file), **clean)  # type: ignore[call-arg]
+        return Settings(_env_file=str(env_file), **clean)  # type: ignore[call-arg,arg-type]
     return Settings(**clean)  # type: ignore[arg-type]

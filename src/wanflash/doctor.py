@@ -98,7 +98,7 @@ def check_memory(settings: Settings, cuda: dict[str, Any] | None, host: int | No
     if gpu is None:
         plans = {g: choose_plan(settings.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
         picks = "; ".join(f"{g} GB: {plan.label()} "
-                          f"({estimate(settings.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"  # type: ignore[arg-type]
+                          f"({estimate(settings.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"
                           for g, plan in plans.items())
         return out + [Check("memory", "warn", f"no GPU to plan for; on a GPU of {picks}",
                             "run on a CUDA GPU (README: Real weights, memory plans)")]
@@ -181,7 +181,7 @@ def check_loras(settings: Settings, root: Path, has_t2v: bool) -> list[Check]:
     if not Path(lora).is_dir():
         return [Check("loras", "fail", f"WANFLASH_LORA_DIR={lora} is not a directory", fix)]
     pipes = {"i2v": root} | ({"t2v": root / "t2v"} if has_t2v else {})
-    experts = [(task, e) for task, d in pipes.items() for e in ("high", "low")  # type: ignore[misc]
+    experts = [(task, e) for task, d in pipes.items() for e in ("high", "low")
                if (d / COMPONENT[e] / "config.json").is_file()]
     try:
         chosen = assign(Path(lora), experts)  # type: ignore[arg-type]
@@ -298,7 +298,8 @@ def check_postgres(settings: Settings) -> list[Check]:
 
         # A direct connection with a short timeout: the job source's pool would wait 30 s for a dead server.
         with psycopg.connect(settings.database_url or "", connect_timeout=5) as db:
-            counts = dict(db.execute("SELECT state, COUNT(*) FROM wanflash_tasks GROUP BY state").fetchall())
+            rows = db.execute("SELECT state, COUNT(*) FROM wanflash_tasks GROUP BY state").fetchall()
+            counts: dict[str, int] = dict(rows)
     except Exception as exc:  # driver missing, server down, schema absent: all reported the same way
         return [Check("database", "fail", f"PostgreSQL ({type(exc).__name__}): {exc}".strip(),
                       "install the postgres extra, check WANFLASH_DATABASE_URL, run `wanflash migrate`")]

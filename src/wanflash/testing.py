@@ -32,7 +32,7 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/v1"
 
     @property
-    def services(self):  # type: ignore[no-untyped-def]
+    def services(self):
         return self.app.state.services  # type: ignore[attr-defined]
 
 

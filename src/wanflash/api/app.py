@@ -98,7 +98,7 @@ def create_app(services: Services) -> Starlette:
         exception_handlers={HTTPException: http_error},
         # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
         # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.
-        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes,  # type: ignore[arg-type]
+        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes,
                                body_deadline_s=settings.body_deadline_seconds)],
     )
     app.state.services = services

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def _json(reply: Reply) -> JSONResponse:

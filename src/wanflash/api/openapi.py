@@ -136,7 +136,7 @@ def _schemas() -> dict[str, Any]:
     from wanflash.api.playground import Estimate, EstimateRequest
 
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (m, "validation") for m in (*_REQUEST_MODELS, EstimateRequest)]
+        (m, "validation") for m in (*_REQUEST_MODELS, EstimateRequest)]  # type: ignore[misc]
     models += [(m, "serialization") for m in (Envelope, Estimate)]
     _, top = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 async def metrics(request: Request) -> Response:

@@ -66,7 +66,7 @@ class Estimate(BaseModel):
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def _limits(prop: dict[str, Any]) -> dict[str, Any]:

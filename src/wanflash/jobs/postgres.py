@@ -223,24 +223,24 @@ class PostgresJobSource:
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         async with self.connector.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql, params)  # type: ignore[arg-type]
+            await cur.execute(sql, params)
             return await cur.fetchone()
 
     async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self.connector.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql, params)  # type: ignore[arg-type]
+            await cur.execute(sql, params)
             return await cur.fetchall()
 
     async def _rowcount(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         async with self.connector.pool.connection() as conn:
-            cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+            cur = await conn.execute(sql, params)
             return cur.rowcount
 
     @staticmethod
     async def _q(conn: psycopg.AsyncConnection[Any], sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql, params)  # type: ignore[arg-type]
+        await cur.execute(sql, params)
         return await cur.fetchall() if cur.description else []
 
     @staticmethod
@@ -285,10 +285,10 @@ class PostgresJobSource:
             cur = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
             row = await cur.fetchone()
             if not (row and row[0]):
-                await conn.execute(procrastinate.schema.SchemaManager.get_schema())  # type: ignore[arg-type]
-            await conn.execute(SCHEMA)  # type: ignore[arg-type]
-            await conn.execute(OWNERSHIP_SCHEMA)  # type: ignore[arg-type]
-            await conn.execute(CAPABILITIES_SCHEMA)  # type: ignore[arg-type]
+                await conn.execute(procrastinate.schema.SchemaManager.get_schema())
+            await conn.execute(SCHEMA)
+            await conn.execute(OWNERSHIP_SCHEMA)
+            await conn.execute(CAPABILITIES_SCHEMA)
             await self._migrate_queues(conn)
 
     async def _migrate_queues(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -519,7 +519,7 @@ class PostgresJobSource:
         """Reap stalled work, then take the next token of ``queues`` (None: any queue; priority, then FIFO)
         and lease its task to ``owner``."""
         tokens = None if queues is None else [self.token_queue(q) for q in queues]
-        return self._call(self._claim, owner, lease_seconds, time.time() if now is None else now,  # type: ignore[no-any-return]
+        return self._call(self._claim, owner, lease_seconds, time.time() if now is None else now,
                           tokens)
 
     async def _claim(self, owner: str, lease_seconds: float, t: float, tokens: list[str] | None) -> Claim | None:
@@ -549,7 +549,7 @@ class PostgresJobSource:
 
     def expire_leases(self, *, now: float | None = None) -> int:
         """Recover stalled tokens and expired leases; returns how many tasks were re-queued or failed."""
-        return self._call(self._expire, time.time() if now is None else now)  # type: ignore[no-any-return]
+        return self._call(self._expire, time.time() if now is None else now)
 
     async def _expire(self, t: float) -> int:
         # 1. procrastinate's stalled-job recovery: tokens of workers whose heartbeat stopped go back
@@ -640,7 +640,7 @@ class PostgresJobSource:
             cur = await conn.execute(
                 f"UPDATE wanflash_tasks SET state=%s, finished=%s, lease_owner=NULL, lease_until=NULL, {set_sql} "
                 "WHERE task_uuid=%s AND attempt=%s AND state='running'",
-                (state.value, t, *params, task_uuid, attempt))  # type: ignore[arg-type]
+                (state.value, t, *params, task_uuid, attempt))
             ok = cur.rowcount == 1
             if ok:
                 await self._emit_outbox(conn, task_uuid, t)

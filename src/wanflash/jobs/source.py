@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -369,19 +369,27 @@ class Listeners:
                 log.exception("task event listener failed")
 
 
-def upload_from_row(row: Mapping[str, Any]) -> Upload:
+class Row(Protocol):
+    """A database row read by column name: ``sqlite3.Row`` and psycopg's dict rows alike."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
+def upload_from_row(row: Row) -> Upload:
     """An ``uploads`` row (either adapter) as an :class:`Upload`."""
     return Upload(row["upload_uuid"], row["kind"], row["key"], row["content_type"],
                   row["key_hash"] if "key_hash" in row.keys() else None)  # noqa: SIM118 - sqlite3.Row
 
 
-def worker_from_row(row: Mapping[str, Any]) -> WorkerRecord:
+def worker_from_row(row: Row) -> WorkerRecord:
     """A ``workers`` row (either adapter) as a :class:`WorkerRecord`."""
     return WorkerRecord(row["worker_id"], WorkerCapabilities.model_validate_json(row["caps"]), row["seen"],
                         row["expires"])
 
 
-def record_from_row(row: Mapping[str, Any]) -> TaskRecord:
+def record_from_row(row: Row) -> TaskRecord:
     """A task row (SQLite ``Row`` or a psycopg dict row; same column names) as a :class:`TaskRecord`."""
     return TaskRecord(
         task_uuid=row["task_uuid"],

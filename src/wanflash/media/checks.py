@@ -31,7 +31,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -146,7 +146,7 @@ def decode_image(data: bytes, *, parameter: str, max_pixels: int, max_side: int 
                 if probe.format == "PNG" and _PNG_IEND not in data:
                     # verify() stops at the IEND tag and tolerates a cut inside its CRC.
                     raise _bad("invalidImage", "corrupt or truncated image (PNG has no complete IEND)", parameter)
-            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             _check_size(im.size, max_pixels, parameter)  # a second parse must agree
             im.seek(0)
             if max_side is not None and im.format == "JPEG" and max(im.size) > max_side:
@@ -288,7 +288,7 @@ def _run_audio(data: bytes, parameter: str, max_seconds: float,
             if len(streams) != 1 or streams[0].type != "audio":
                 kinds = ", ".join(s.type for s in streams) or "none"
                 raise _bad("invalidAudio", f"need exactly one audio stream, found: {kinds}", parameter)
-            s = streams[0]
+            s = cast(av.AudioStream, streams[0])  # its type was checked above
             codec = s.codec_context.name
             if codec not in AUDIO_CODECS:
                 raise _bad("invalidAudio", f"audio codec {codec!r} not allowed", parameter)

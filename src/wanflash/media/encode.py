@@ -45,7 +45,7 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 import numpy as np
@@ -139,7 +139,7 @@ def encode_video(
 def _add_video_stream(out: av.container.OutputContainer, codec: str, width: int, height: int,
                       fps: int, crf: int) -> av.VideoStream:
     rate = Fraction(fps)
-    stream = out.add_stream(codec, rate=rate)
+    stream = cast(av.VideoStream, out.add_stream(codec, rate=rate))  # add_stream is typed as any stream
     stream.width = width
     stream.height = height
     stream.pix_fmt = "yuv420p"
@@ -163,7 +163,7 @@ def _add_audio_stream(out: av.container.OutputContainer, codec: str, audio: Audi
         raise ValueError(f"audio rate must be positive, got {audio.rate}")
     rate = int(audio.rate) if codec == "aac" and audio.rate in AAC_RATES else 48000
     layout = "mono" if samples.shape[0] == 1 else "stereo"
-    stream = out.add_stream(codec, rate=rate, layout=layout)
+    stream = cast(av.AudioStream, out.add_stream(codec, rate=rate, layout=layout))
     stream.bit_rate = 128_000 if layout == "stereo" else 96_000
     return stream
 

@@ -68,8 +68,8 @@ def probe_file(path: str | Path, *, decode: bool = True) -> MediaInfo:
                         frames += 1
                 elif decode:
                     for af in packet.decode():
-                        audio_samples += af.samples
-                elif packet.size and packet.duration is not None:
+                        audio_samples += af.samples  # type: ignore[union-attr]  # the audio stream's packets
+                elif as_ is not None and packet.size and packet.duration is not None:
                     audio_samples += int(packet.duration * packet.time_base * as_.rate)
         except av.error.FFmpegError as exc:
             raise ProbeError(f"{path}: decode failed: {exc}") from exc

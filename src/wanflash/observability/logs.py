@@ -48,9 +48,9 @@ class TaskFilter(logging.Filter):
     """Attach the current task's id to every record (``record.taskUUID``; ``None`` outside a task)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "taskUUID", None) is None:
-            record.taskUUID = current_task.get()
-        tu = record.taskUUID
+        tu = getattr(record, "taskUUID", None)
+        if tu is None:
+            tu = record.taskUUID = current_task.get()
         record.task_suffix = f" [task {tu}]" if tu else ""
         return True
 

@@ -181,13 +181,13 @@ def serve_metrics(metrics: Metrics, host: str, port: int, token: str | None = No
             start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                                 ("WWW-Authenticate", 'Bearer realm="metrics"')])
             return [b"unauthorized\n"]
-        return app(wsgi_env, start_response)  # type: ignore[arg-type]
+        return app(wsgi_env, start_response)
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = make_server(host, port, guarded, handler_class=Quiet)  # type: ignore[arg-type]
+    server = make_server(host, port, guarded, handler_class=Quiet)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True,
                      name="wanflash-metrics").start()
 

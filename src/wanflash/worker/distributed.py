@@ -90,7 +90,8 @@ def run_worker(settings: Settings, *, gpus: list[str], group_size: int = 1,
             print("--group-size > 1 needs multi-GPU worker groups (wanflash.worker.group), which this build "
                   "does not include.", file=sys.stderr)
             return 2
-        return int(run_group(settings, gpus=gpus, group_size=group_size))
+        run_group(settings, gpus=gpus, group_size=group_size)  # until SIGTERM/SIGINT
+        return 0
     return _Parent(settings, gpus, pipeline_factory).run()
 
 

@@ -157,7 +157,8 @@ async def _lead(settings: Settings, comm: GroupComm, renderer: Renderer, source:
     from wanflash.compose import build_worker
 
     # Metrics are served until the process ends; the parent terminates the group.
-    worker = build_worker(settings, open_source=lambda s, render: resolve_factory(source)(s, outbox=render),
+    opener: Any = resolve_factory(source)  # a "module:attr" job-source factory, not a pipeline factory
+    worker = build_worker(settings, open_source=lambda s, render: opener(s, outbox=render),
                           executor=LeaderExecutor(comm, renderer), release_orphans=False)
     worker.supervisor.start()
     await asyncio.Event().wait()  # until the parent terminates this process

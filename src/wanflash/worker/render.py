@@ -74,7 +74,7 @@ def resolve_factory(factory: PipelineFactory | str) -> PipelineFactory:
     obj = getattr(importlib.import_module(module), attr)
     if not callable(obj):
         raise TypeError(f"{factory!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 # ------------------------------------------------------------------ what a stage gets
