@@ -153,3 +153,15 @@ def test_ranks_split_the_real_audio_wrapper(tmp_path: Path) -> None:
     assert len(targets) == 4  # the tiny model's I2V and T2V experts
     assert {id(t) for t in targets} == {id(t) for t in audio.video.transformers()}
     assert all(type(t).__name__ == "WanTransformer3DModel" for t in targets)
+
+
+def test_wanflash_worker_with_groups_exits_0_when_the_groups_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wanflash worker --group-size 2` returns the exit status once its groups stop (SIGTERM): run_group
+    returns nothing, and the status must not be built from that."""
+    from wanflash.worker import distributed, group
+
+    seen: list[tuple[list[str], int]] = []
+    monkeypatch.setattr(group, "run_group", lambda settings, gpus, group_size: seen.append((gpus, group_size)))
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://unused")
+    assert distributed.run_worker(settings, gpus=["0", "1"], group_size=2) == 0
+    assert seen == [(["0", "1"], 2)]

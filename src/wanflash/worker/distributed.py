@@ -84,12 +84,8 @@ def run_worker(settings: Settings, *, gpus: list[str], group_size: int = 1,
         print("--group-size must be at least 1", file=sys.stderr)
         return 2
     if group_size > 1:
-        try:
-            from wanflash.worker.group import run_group  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            print("--group-size > 1 needs multi-GPU worker groups (wanflash.worker.group), which this build "
-                  "does not include.", file=sys.stderr)
-            return 2
+        from wanflash.worker.group import run_group
+
         run_group(settings, gpus=gpus, group_size=group_size)  # until SIGTERM/SIGINT
         return 0
     return _Parent(settings, gpus, pipeline_factory).run()
