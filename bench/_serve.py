@@ -31,7 +31,7 @@ from typing import Any
 
 
 def clip_path(clip_dir: Path, width: int, height: int, frames: int, fps: int, fmt: str) -> Path:
-    from wanflash.contract.formats import OUTPUT_FORMATS
+    from wanflash.formats import OUTPUT_FORMATS
 
     return Path(clip_dir) / f"{width}x{height}x{frames}@{fps}{OUTPUT_FORMATS[fmt].suffix}"
 
@@ -70,8 +70,8 @@ class InstantExecutor:
         pass
 
     async def run(self, job: Any, on_progress: Any) -> Any:
-        from wanflash.contract.formats import OUTPUT_FORMATS
         from wanflash.errors import JobFailed
+        from wanflash.formats import OUTPUT_FORMATS
         from wanflash.jobs.model import JobSpec
         from wanflash.worker.protocol import Done, OutputFile
 

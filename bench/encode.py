@@ -39,7 +39,7 @@ from typing import Any
 import _common as c
 import numpy as np
 
-from wanflash.contract.formats import OUTPUT_FORMATS
+from wanflash.formats import OUTPUT_FORMATS
 from wanflash.media import encode as enc
 from wanflash.media.encode import crf_for, encode_video
 

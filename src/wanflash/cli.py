@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wanflash.contract.formats import OUTPUT_FORMATS
+from wanflash.formats import OUTPUT_FORMATS
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
@@ -144,8 +144,7 @@ def migrate(settings: Settings) -> int:
             source.close()
         print("PostgreSQL schema is up to date (wanflash tables and procrastinate's).")
         return 0
-    from wanflash.api.auth import db_path
-    from wanflash.jobs.source import refuse_terminal_writes
+    from wanflash.jobs.source import db_path, refuse_terminal_writes
     from wanflash.jobs.store import SqliteJobSource
 
     # Opening creates and upgrades it.

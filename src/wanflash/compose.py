@@ -74,18 +74,17 @@ def media_links(settings: Settings, storage: ObjectStore) -> MediaLinks:
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
                    executor: Executor | None = None, worker: bool = True) -> Services:
     """The ``serve`` role (``worker=True``: this process also runs the executor) or the ``api`` role."""
-    from wanflash.api.auth import KeyRing, db_path
+    from wanflash.api.auth import KeyRing
     from wanflash.api.fleet import Fleet
     from wanflash.api.inputs import InputResolver
     from wanflash.api.tasks import TaskRouter
     from wanflash.delivery import outbox, retention
-    from wanflash.jobs.capabilities import capabilities_for
     from wanflash.jobs.service import JobService
-    from wanflash.jobs.source import open_job_source
+    from wanflash.jobs.source import db_path, open_job_source
     from wanflash.observability.metrics import Metrics
     from wanflash.storage import create_store
     from wanflash.worker.executor import create_executor
-    from wanflash.worker.supervisor import Supervisor
+    from wanflash.worker.supervisor import Supervisor, capabilities_for
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     storage = create_store(settings)

@@ -253,9 +253,9 @@ def check_codecs() -> list[Check]:
     import av
     import numpy as np
 
-    from wanflash.contract.formats import OUTPUT_FORMATS
+    from wanflash.formats import OUTPUT_FORMATS
     from wanflash.media.encode import encode_video
-    from wanflash.pipelines.base import AudioTrack
+    from wanflash.media.track import AudioTrack
 
     frames = np.zeros((8, 64, 64, 3), dtype=np.uint8)
     track = AudioTrack(samples=np.zeros((1, 16000), dtype=np.float32), rate=16000)
@@ -308,7 +308,7 @@ def check_postgres(settings: Settings) -> list[Check]:
 
 
 def check_database(settings: Settings) -> list[Check]:
-    from wanflash.api.auth import db_path
+    from wanflash.jobs.source import db_path
 
     if settings.database_url:
         return check_postgres(settings)

@@ -92,10 +92,16 @@ class UrlSigner:
         return "expired" if (time.time() if now is None else now) > exp_i else "ok"
 
 
+SECRET_PREFIX = "whsec_"  # Standard Webhooks' secret prefix
+
+
+def generate_secret(nbytes: int = 32) -> str:
+    """A new ``whsec_`` webhook secret with ``nbytes`` random bytes (spec: 24-64)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode("ascii")
+
+
 def load_or_create_webhook_secret(data_dir: Path, configured: str | None) -> str:
     """``settings.webhook_secret``, else a ``whsec_`` secret generated once and persisted."""
     if configured:
         return configured
-    from wanflash.delivery.webhook import generate_secret
-
     return persisted_secret(data_dir, "webhook_secret", generate_secret)

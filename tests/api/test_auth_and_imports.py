@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.jobs.records import no_webhooks
-from wanflash.api.auth import KeyRing, db_path, ensure_first_key, hash_key
+from wanflash.api.auth import KeyRing, ensure_first_key, hash_key
 from wanflash.cli import main as cli_main
 from wanflash.config import Settings
+from wanflash.jobs.source import db_path
 from wanflash.jobs.store import SqliteJobSource
 
 

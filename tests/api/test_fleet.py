@@ -16,12 +16,12 @@ from starlette.testclient import TestClient
 
 from tests.api.support import API_KEY, make_settings
 from tests.jobs.records import no_webhooks
-from wanflash.api.auth import db_path
 from wanflash.api.fleet import select
 from wanflash.compose import build_app
 from wanflash.contract.validation import parse_video_task
 from wanflash.errors import InvalidRequest
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
+from wanflash.jobs.source import db_path
 from wanflash.jobs.store import SqliteJobSource
 
 TINY = WorkerCapabilities(profile="tiny", fps=16, max_clip_frames=81, native_audio="ltx2")

@@ -16,9 +16,10 @@ from tests.api.test_ws_protocol import video_task
 from tests.delivery.receiver import receiver
 from tests.jobs.records import output
 from wanflash.delivery.outbox import OutboxDeliverer, make_renderer
-from wanflash.delivery.webhook import RetryPolicy, WebhookSender, generate_secret, verify
+from wanflash.delivery.webhook import RetryPolicy, WebhookSender, verify
 from wanflash.jobs.model import JobSpec, OutputRecord
 from wanflash.jobs.store import SqliteJobSource
+from wanflash.signing import generate_secret
 from wanflash.testing import live_server
 
 SECRET = generate_secret()

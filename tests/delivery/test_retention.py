@@ -13,10 +13,11 @@ from starlette.testclient import TestClient
 
 from tests.jobs.records import no_webhooks, output
 from tests.jobs.test_store import spec
-from wanflash.api.auth import db_path, hash_key
+from wanflash.api.auth import hash_key
 from wanflash.compose import build_app
 from wanflash.config import Settings
 from wanflash.delivery.retention import MediaSweeper, build, task_keys
+from wanflash.jobs.source import db_path
 from wanflash.jobs.store import SqliteJobSource
 from wanflash.observability.metrics import Metrics
 from wanflash.storage.base import StorageUnavailable

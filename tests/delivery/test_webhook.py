@@ -13,12 +13,12 @@ from wanflash.delivery.webhook import (
     RetryPolicy,
     WebhookSender,
     WebhookVerificationError,
-    generate_secret,
     parse_retry_after,
     sign,
     signed_headers,
     verify,
 )
+from wanflash.signing import generate_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

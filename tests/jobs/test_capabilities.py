@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tests.jobs.test_store import spec
 from wanflash.config import Settings
-from wanflash.jobs.capabilities import WorkerCapabilities, capabilities_for, task_queue
+from wanflash.jobs.capabilities import WorkerCapabilities, task_queue
+from wanflash.worker.supervisor import capabilities_for
 
 
 def test_capabilities_come_from_the_worker_settings() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wanflash.contract.formats import OUTPUT_FORMATS
+from wanflash.formats import OUTPUT_FORMATS
 from wanflash.media.encode import FORMATS, crf_for, encode_video
 from wanflash.media.probe import ProbeError, probe_file
-from wanflash.pipelines.base import AudioTrack
+from wanflash.media.track import AudioTrack
 
 CODECS = {"MP4": "h264", "MOV": "h264", "WEBM": "vp9"}
 AUDIO_CODECS = {"MP4": "aac", "MOV": "aac", "WEBM": "opus"}

@@ -25,8 +25,9 @@ BACKEND_NAMES = ["ace-step", "ltx2"]
 def av_engine(request: pytest.FixtureRequest, tiny_settings: Settings) -> AudioVideoPipeline:
     from wanflash.pipelines.registry import create_pipeline
 
-    # Same data dir as the bare engine, so the tiny Wan is built once per session.
-    pipe = create_pipeline(tiny_settings.model_copy(update={"audio_model": request.param}))
+    # Same data dir as the bare engine, so the tiny Wan is built once per session; no audio-to-video
+    # stage around it (tiny has one by default), so the audio wrapper is the pipeline itself.
+    pipe = create_pipeline(tiny_settings.model_copy(update={"audio_model": request.param, "a2v_model": "none"}))
     assert isinstance(pipe, AudioVideoPipeline)
     pipe.load()
     return pipe
@@ -170,7 +171,7 @@ def test_backend_selected_by_wanflash_audio_model(value, backend, tiny_settings,
     monkeypatch.delenv("WANFLASH_AUDIO_MODEL", raising=False)
     if value is not None:
         monkeypatch.setenv("WANFLASH_AUDIO_MODEL", value)
-    settings = load_settings(data_dir=tiny_settings.data_dir, profile="tiny", device="cpu")
+    settings = load_settings(data_dir=tiny_settings.data_dir, profile="tiny", device="cpu", a2v_model="none")
     pipe = create_pipeline(settings)  # not loaded: selection only
     if backend is None:
         assert isinstance(pipe, WanVideoPipeline)

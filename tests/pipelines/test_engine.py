@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.validation import SIZES
 from wanflash.errors import JobCancelled
+from wanflash.formats import OUTPUT_FORMATS
 from wanflash.media.encode import encode_video
 from wanflash.media.probe import probe_file
 

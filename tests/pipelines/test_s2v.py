@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from wanflash.config import Settings
-from wanflash.pipelines.base import AudioTrack
+from wanflash.media.track import AudioTrack
 from wanflash.pipelines.registry import WeightsNotFound, a2v_mode, a2v_weights_root
 from wanflash.pipelines.s2v import FIRST_CLIP_DROP, AudioFeatures, clip_plan, generation_size, to_mono_16k
 

@@ -18,7 +18,8 @@ from wanflash.contract.validation import validate_video_task
 from wanflash.errors import JobCancelled
 from wanflash.jobs.model import JobSpec
 from wanflash.media.probe import probe_file
-from wanflash.pipelines.base import AudioTrack, GenerationResult
+from wanflash.media.track import AudioTrack
+from wanflash.pipelines.base import GenerationResult
 from wanflash.pipelines.fake import FakePipeline
 from wanflash.pipelines.multishot import join_tracks, render_shots, shot_seed, shot_starts
 from wanflash.pipelines.profiles import PROFILES

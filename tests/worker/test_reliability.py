@@ -15,8 +15,9 @@ import pytest
 from tests.delivery.receiver import receiver
 from tests.worker.test_executor import FIX, Rig, spec
 from wanflash.delivery.outbox import OutboxDeliverer, make_renderer
-from wanflash.delivery.webhook import WebhookSender, generate_secret
+from wanflash.delivery.webhook import WebhookSender
 from wanflash.jobs.model import TaskState
+from wanflash.signing import generate_secret
 
 
 def files_under(root: Path) -> list[Path]:

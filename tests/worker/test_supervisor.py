@@ -10,12 +10,11 @@ from pathlib import Path
 
 from tests.jobs.records import no_webhooks
 from wanflash.config import Settings
-from wanflash.jobs.capabilities import capabilities_for
 from wanflash.jobs.model import JobSpec, TaskState
 from wanflash.jobs.store import SqliteJobSource
 from wanflash.storage.local import LocalStore
 from wanflash.worker.executor import create_executor
-from wanflash.worker.supervisor import Supervisor
+from wanflash.worker.supervisor import Supervisor, capabilities_for
 
 
 def spec(profile: str = "tiny", fps: int = 16) -> JobSpec:

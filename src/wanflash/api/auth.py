@@ -17,17 +17,12 @@ import hmac
 import secrets
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wanflash.jobs.source import KeyStore, open_job_source, refuse_terminal_writes
+from wanflash.jobs.source import KeyStore, db_path, open_job_source, refuse_terminal_writes
 
 if TYPE_CHECKING:
     from wanflash.config import Settings
-
-
-def db_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "wanflash.sqlite3"
 
 
 def hash_key(raw: str) -> str:

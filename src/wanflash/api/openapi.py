@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from wanflash import MODEL_ID, __version__
-from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.protocol import VideoInferenceTask, VideoResult
+from wanflash.formats import OUTPUT_FORMATS
 
 if TYPE_CHECKING:
     from wanflash.config import Settings

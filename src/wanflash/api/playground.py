@@ -7,7 +7,7 @@
   enums (read from the wire model's JSON schema) and the defaults (what :func:`plan_job` makes
   of a minimal task), so the page offers exactly what the server accepts; ``profile`` and ``fps``
   are what the workers publish (:mod:`wanflash.api.fleet`; null before any worker has); ``formats``
-  gives each output format's suffix and MIME type (:mod:`wanflash.contract.formats`).
+  gives each output format's suffix and MIME type (:mod:`wanflash.formats`).
 * ``POST /playground/estimate``: ``{"task": <videoInference task>, "imageSize": [w, h]}`` ->
   the size, duration, frames and cost the server would plan (:func:`plan_job` for the profile
   the workers serve, priced by :mod:`wanflash.contract.pricing`), or the Runware errors naming each bad parameter.
@@ -29,10 +29,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wanflash import MODEL_ID
-from wanflash.contract.formats import OUTPUT_FORMATS
 from wanflash.contract.protocol import VideoInferenceTask
 from wanflash.contract.validation import SIZES, ResolvedInputs, parse_video_task, plan_job
 from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.formats import OUTPUT_FORMATS
 from wanflash.pipelines.profiles import get_profile
 
 if TYPE_CHECKING:

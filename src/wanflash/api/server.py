@@ -30,9 +30,9 @@ def uvicorn_config_kwargs(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings, print_key: bool = False, *, worker: bool = True) -> int:
     import uvicorn
 
-    from wanflash.api.auth import db_path, ensure_first_key
+    from wanflash.api.auth import ensure_first_key
     from wanflash.compose import build_app
-    from wanflash.jobs.source import open_job_source, refuse_terminal_writes
+    from wanflash.jobs.source import db_path, open_job_source, refuse_terminal_writes
 
     configure_logging(json_lines=settings.log_json)
     if not worker and not settings.database_url:

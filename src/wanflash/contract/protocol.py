@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from wanflash.contract.formats import QUALITY_MAX, QUALITY_MIN, OutputFormat
+from wanflash.formats import QUALITY_MAX, QUALITY_MIN, OutputFormat
 
 MAX_SEED = 2147483647
 

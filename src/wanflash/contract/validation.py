@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from wanflash import MODEL_ID
-from wanflash.contract.formats import DEFAULT_FORMAT
 from wanflash.contract.pricing import task_cost
 from wanflash.contract.protocol import MAX_SEED, VideoInferenceTask
 from wanflash.errors import InvalidRequest, RunwareError
+from wanflash.formats import DEFAULT_FORMAT
 from wanflash.jobs.model import JobSpec
 
 TASK_TYPE = "videoInference"

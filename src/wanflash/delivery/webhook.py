@@ -9,7 +9,7 @@ Signing (Standard Webhooks 1.0): each POST carries
   every attempt (the timestamp changes).
 
 The secret is ``whsec_<base64 of the key>`` (what ``standardwebhooks.Webhook(secret)`` and Svix accept),
-plain base64 of the key, or raw ``bytes``. :func:`generate_secret` makes one.
+plain base64 of the key, or raw ``bytes``. :func:`wanflash.signing.generate_secret` makes one.
 
 Verifying on the receiving side (users, and this project's tests)::
 
@@ -46,17 +46,16 @@ import hmac
 import json
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..net.ssrf import FetchError, Resolver, URLRefused, guarded_request
+from ..signing import SECRET_PREFIX
 
 log = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
@@ -67,9 +66,6 @@ class WebhookVerificationError(Exception):
 # ----------------------------------------------------------------------------------- signing
 
 
-def generate_secret(nbytes: int = 32) -> str:
-    """A new ``whsec_`` secret with ``nbytes`` random bytes (spec: 24-64)."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode("ascii")
 
 
 def secret_key(secret: bytes | str) -> bytes:

@@ -15,20 +15,17 @@ its profile's plain queue and, with an audio model or a detector, the ones needi
 mixed fleet a task is only ever claimed by a worker of the profile it was planned for, with the
 features it needs, and :meth:`WorkerCapabilities.refusal` is the worker's last check.
 
-Plain data: no torch; :func:`capabilities_for` reads the profile table only.
+Plain data: no torch. A worker builds its record from its profile with
+:func:`wanflash.worker.supervisor.capabilities_for`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanflash.jobs.model import JobSpec
-
-if TYPE_CHECKING:
-    from wanflash.config import Settings
 
 #: How long a worker's last record is kept as "last-known capabilities" after it was last seen.
 KNOWN_WORKER_SECONDS = 7 * 86400
@@ -105,12 +102,3 @@ def task_queue(spec: JobSpec) -> str:
     """The queue a task waits in: its profile and the features a worker needs to run it."""
     return queue_name(spec.profile, audio=needs_native_audio(spec), safety=spec.safety_mode != "none")
 
-
-def capabilities_for(settings: Settings) -> WorkerCapabilities:
-    """What a worker started with these settings serves."""
-    from wanflash.pipelines.profiles import get_profile  # plain data, no torch
-
-    profile = get_profile(settings.profile)
-    return WorkerCapabilities(profile=profile.name, fps=profile.fps, max_clip_frames=profile.max_clip_frames,
-                              native_audio=settings.audio_model, safety_detector=settings.safety_detector,
-                              prompt_extend=settings.prompt_extend_backend)

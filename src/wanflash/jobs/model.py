@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from wanflash.contract.formats import OutputFormat
+from wanflash.formats import OutputFormat
 
 
 class TaskState(str, enum.Enum):

@@ -55,14 +55,13 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, load_results
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from wanflash.config import Settings
 
 log = logging.getLogger(__name__)
@@ -408,6 +407,11 @@ def record_from_row(row: Row) -> TaskRecord:
         priority=row["priority"],
         owner=row["key_hash"] if "key_hash" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row: `in` is values
     )
+
+
+def db_path(settings: Settings) -> Path:
+    """The embedded SQLite job store's file under the data directory."""
+    return Path(settings.data_dir) / "wanflash.sqlite3"
 
 
 def open_job_source(settings: Settings, *, outbox: OutboxRenderer, sqlite_path: Path | None = None) -> JobSource:

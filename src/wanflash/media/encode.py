@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, cast
 import av
 import numpy as np
 
-from wanflash.contract.formats import OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN
+from wanflash.formats import OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN
 
 if TYPE_CHECKING:
-    from wanflash.pipelines.base import AudioTrack
+    from wanflash.media.track import AudioTrack
 
 # Containers, codecs, suffixes and CRF ranges come from the one output-format table.
 FORMATS = tuple(OUTPUT_FORMATS)

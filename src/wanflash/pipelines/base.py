@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from wanflash.media.track import AudioTrack  # the pipelines' audio output is the media layer's track
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -26,14 +28,6 @@ OnStep = Callable[[int, int, str], None]
 
 def no_progress(step: int, total: int, stage: str) -> None:
     """An ``OnStep`` that ignores progress and never cancels."""
-
-
-@dataclass
-class AudioTrack:
-    """Float32 samples shaped (channels, samples) at ``rate`` Hz."""
-
-    samples: np.ndarray
-    rate: int
 
 
 @dataclass

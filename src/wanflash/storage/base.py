@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from wanflash.contract.formats import OUTPUT_FORMATS
+from wanflash.formats import OUTPUT_FORMATS
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

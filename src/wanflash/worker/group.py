@@ -71,8 +71,7 @@ COLLECTIVE_TIMEOUT_S = 7 * 86400
 def default_source(settings: Settings, *, outbox: OutboxRenderer) -> JobSource:
     """The job source the settings ask for (PostgreSQL with ``database_url``, else the embedded SQLite
     file), rendering webhooks with ``outbox``."""
-    from wanflash.api.auth import db_path
-    from wanflash.jobs.source import open_job_source
+    from wanflash.jobs.source import db_path, open_job_source
 
     return open_job_source(settings, outbox=outbox, sqlite_path=db_path(settings))
 

@@ -217,7 +217,7 @@ class Renderer:
     def finish(self, job: RunJob, prepared: Prepared, result: GenerationResult, on_step: OnStep) -> Done:
         """Check the results (raises when withheld), encode them into ``job.out_dir`` with their
         soundtrack, and describe them."""
-        from wanflash.contract.formats import OUTPUT_FORMATS
+        from wanflash.formats import OUTPUT_FORMATS
         from wanflash.media.encode import encode_video
 
         spec = prepared.plan.spec
@@ -309,7 +309,7 @@ def guarded(job: RunJob, work: Callable[[], Done]) -> Outcome:
 def decode_audio(path: str) -> AudioTrack:
     """The whole track as float32 (channels, samples) at its native rate (decoded by :mod:`wanflash.media.decode`)."""
     from wanflash.media.decode import decode_audio_file
-    from wanflash.pipelines.base import AudioTrack
+    from wanflash.media.track import AudioTrack
 
     samples, rate = decode_audio_file(path)
     return AudioTrack(samples=samples, rate=rate)

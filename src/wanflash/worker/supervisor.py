@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wanflash.errors import ExecutorDead, JobCancelled, JobFailed
-from wanflash.jobs.capabilities import WorkerCapabilities, capabilities_for
+from wanflash.jobs.capabilities import WorkerCapabilities
 from wanflash.jobs.model import OutputRecord
 from wanflash.jobs.source import Claim, Events, Leases, TaskEvent, WorkerRegistry
 from wanflash.observability.logs import task_context
@@ -110,6 +110,16 @@ def sweep_tmp(root: Path) -> int:
     if removed:
         log.info("removed %d leftover temporary director%s under %s", removed, "y" if removed == 1 else "ies", root)
     return removed
+
+
+def capabilities_for(settings: Settings) -> WorkerCapabilities:
+    """What a worker started with these settings serves."""
+    from wanflash.pipelines.profiles import get_profile  # plain data, no torch
+
+    profile = get_profile(settings.profile)
+    return WorkerCapabilities(profile=profile.name, fps=profile.fps, max_clip_frames=profile.max_clip_frames,
+                              native_audio=settings.audio_model, safety_detector=settings.safety_detector,
+                              prompt_extend=settings.prompt_extend_backend)
 
 
 class ProgressWriter:

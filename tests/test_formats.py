@@ -10,8 +10,8 @@ import pytest
 
 from wanflash.api.openapi import _document
 from wanflash.cli import _parser
-from wanflash.contract.formats import OUTPUT_FORMATS, OutputFormat
 from wanflash.contract.protocol import VideoInferenceTask
+from wanflash.formats import OUTPUT_FORMATS, OutputFormat
 from wanflash.jobs.model import JobSpec
 from wanflash.media import encode
 from wanflash.storage.base import content_type_for
