@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.contract.specs import validate_video_task
 from wanflash.contract.pricing import task_cost
-from wanflash.contract.validation import validate_video_task
 from wanflash.pipelines.profiles import PROFILES
 
 from .test_validation import page_examples

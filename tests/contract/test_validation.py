@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from tests.contract.specs import validate_video_task
 from wanflash.contract.validation import (
     SIZES,
     ResolvedInputs,
     parse_video_task,
     pick_size,
     plan_job,
-    validate_video_task,
 )
 from wanflash.errors import InvalidRequest
 from wanflash.pipelines.profiles import PROFILES

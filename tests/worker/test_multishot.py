@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.contract.specs import validate_video_task
 from wanflash import MODEL_ID
-from wanflash.contract.validation import validate_video_task
 from wanflash.errors import JobCancelled
 from wanflash.jobs.model import JobSpec
 from wanflash.media.probe import probe_file

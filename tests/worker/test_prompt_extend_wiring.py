@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wanflash.contract.validation import validate_video_task
+from tests.contract.specs import validate_video_task
 from wanflash.pipelines.fake import FakePipeline
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.pipelines.prompt_extend import PromptExtender

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.contract.specs import validate_video_task
 from tests.media.audio_support import chirp, snr_db, wav_bytes
 from wanflash.config import Settings
-from wanflash.contract.validation import ResolvedInputs, validate_video_task
+from wanflash.contract.validation import ResolvedInputs
 from wanflash.media.probe import probe_file
 from wanflash.pipelines.profiles import PROFILES
 from wanflash.worker.protocol import RunJob

@@ -10,8 +10,9 @@ with a frame image picks the listed size closest to the image's aspect ratio.
    profile it will run on (its name and fps: in the service, what the chosen live workers
    published, see :mod:`wanflash.api.fleet`).
 
-:func:`validate_video_task` chains both with a caller-supplied input resolver. Every failure is
-an :class:`InvalidRequest` whose items name the parameter; nothing here uses ``assert``.
+The API's router (:mod:`wanflash.api.tasks`) and ``wanflash generate`` chain both around their own
+input resolution. Every failure is an :class:`InvalidRequest` whose items name the parameter;
+nothing here uses ``assert``.
 """
 
 from __future__ import annotations
@@ -321,17 +322,3 @@ def unsupported_safety(task: VideoInferenceTask, why: str) -> RunwareError:
     return _err("unsupportedSafetyCheck",
                 f"Content checking was requested, but {why}; send safety.checkContent false or ask the "
                 "operator to enable one.", param, task.taskUUID)
-
-
-Resolver = Callable[[VideoInferenceTask], ResolvedInputs]
-
-
-def validate_video_task(raw: Mapping[str, Any], *, profile: PlanProfile, resolve: Resolver | None = None,
-                        native_audio: bool = True) -> JobSpec:
-    """The whole edge check: parse, resolve inputs (if a resolver is given), plan.
-
-    Raises :class:`InvalidRequest` with Runware-shaped errors naming each bad parameter.
-    """
-    task = parse_video_task(raw, native_audio=native_audio)
-    inputs = resolve(task) if resolve is not None else ResolvedInputs()
-    return plan_job(task, profile=profile, inputs=inputs)
