@@ -35,6 +35,8 @@ import numpy as np
 from wanflash.pipelines.base import AudioTrack, GenerationResult, OnStep, VideoPipeline, no_progress
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
     from wanflash.jobs.model import JobSpec
@@ -121,6 +123,34 @@ def place_pipeline(pipe: Any, device: Any, mode: str) -> None:
                                    num_blocks_per_group=1 if block else None)
     else:
         raise ValueError(f"unknown audio offload mode {mode!r}")
+
+
+def auto_offload(mode: str, device: Any, *, resident_from_gib: int, small: str, large: str = "none") -> str:
+    """``mode`` unless it is ``auto``; then ``large`` on a CUDA device of at least ``resident_from_gib``
+    GiB, ``small`` below that, and ``none`` (resident) off CUDA."""
+    if mode != "auto":
+        return mode
+    if device.type != "cuda":
+        return "none"
+    import torch
+
+    return large if torch.cuda.get_device_properties(device).total_memory >= resident_from_gib * 2**30 else small
+
+
+def load_audio_pipeline(cls: Any, root: Path, dtype: Any, device: Any, offload: str, what: str) -> Any:
+    """``cls.from_pretrained(root)`` (a diffusers pipeline directory: ``model_index.json``), quiet, placed
+    on ``device`` with ``offload`` (:func:`place_pipeline`)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    if not (root / "model_index.json").is_file():
+        raise FileNotFoundError(f"no diffusers {what} pipeline (model_index.json) in {root}")
+    pipe = cls.from_pretrained(root, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    place_pipeline(pipe, device, offload)
+    return pipe
 
 
 def generate_tracks(backend: AudioBackend, spec: JobSpec, videos: list[np.ndarray], seeds: list[int],

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from diffusers import AceStepPipeline
-from diffusers.utils import logging as diffusers_logging
 
-from wanflash.pipelines.audio import StepTick, place_pipeline
+from wanflash.pipelines.audio import StepTick, auto_offload, load_audio_pipeline
 from wanflash.pipelines.wan import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -55,26 +54,12 @@ class AceStepAudioBackend:
     def offload(self) -> str:
         """``auto``: resident (~3B parameters, ~6 GB in bf16) on a GPU of 40 GiB or more; below that each
         component visits the GPU only while it runs, leaving the memory to the video model's plan."""
-        mode = self.settings.audio_cpu_offload
-        if mode != "auto":
-            return mode
-        if self.device.type != "cuda":
-            return "none"
-        return "none" if torch.cuda.get_device_properties(self.device).total_memory >= 40 * 2**30 else "model"
+        return auto_offload(self.settings.audio_cpu_offload, self.device, resident_from_gib=40, small="model")
 
     def load(self) -> None:
         if self.pipe is not None:
             return
-        diffusers_logging.disable_progress_bar()
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        if not (self.root / "model_index.json").is_file():
-            raise FileNotFoundError(f"no diffusers ACE-Step pipeline (model_index.json) in {self.root}")
-        pipe = AceStepPipeline.from_pretrained(self.root, dtype=self.dtype)
-        pipe.set_progress_bar_config(disable=True)
-        place_pipeline(pipe, self.device, self.offload)
-        self.pipe = pipe
+        self.pipe = load_audio_pipeline(AceStepPipeline, self.root, self.dtype, self.device, self.offload, "ACE-Step")
 
     @property
     def steps(self) -> int:

@@ -37,9 +37,8 @@ import torch
 from diffusers import LTX2ConditionPipeline
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
-from diffusers.utils import logging as diffusers_logging
 
-from wanflash.pipelines.audio import StepTick, place_pipeline
+from wanflash.pipelines.audio import StepTick, auto_offload, load_audio_pipeline
 from wanflash.pipelines.postprocess import fit_video
 from wanflash.pipelines.profiles import grid_size
 from wanflash.pipelines.wan import resolve_device, resolve_dtype
@@ -105,26 +104,14 @@ class LTX2AudioBackend:
     def offload(self) -> str:
         """``auto``: ``model`` on a GPU of 60 GiB or more (each part moves in once per clip), else ``group``
         (nothing resident: fits 24 GB, at the price of streaming the 19B transformer every step)."""
-        mode = self.settings.audio_cpu_offload
-        if mode != "auto":
-            return mode
-        if self.device.type != "cuda":
-            return "none"
-        return "model" if torch.cuda.get_device_properties(self.device).total_memory >= 60 * 2**30 else "group"
+        return auto_offload(self.settings.audio_cpu_offload, self.device, resident_from_gib=60, small="group",
+                            large="model")
 
     def load(self) -> None:
         if self.pipe is not None:
             return
-        diffusers_logging.disable_progress_bar()
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        if not (self.root / "model_index.json").is_file():
-            raise FileNotFoundError(f"no diffusers LTX-2 pipeline (model_index.json) in {self.root}")
-        pipe = LTX2ConditionPipeline.from_pretrained(self.root, dtype=self.dtype)
-        pipe.set_progress_bar_config(disable=True)
-        place_pipeline(pipe, self.device, self.offload)
-        self.pipe = pipe
+        self.pipe = load_audio_pipeline(LTX2ConditionPipeline, self.root, self.dtype, self.device, self.offload,
+                                        "LTX-2")
 
     @property
     def steps(self) -> int:
