@@ -97,7 +97,7 @@ def _router(tmp_path: Path, submit_error: Exception | None) -> tuple[object, Loc
     """A TaskRouter over real inputs storage and a job service whose submit fails with ``submit_error``."""
     from wanflash.api.fleet import Fleet
     from wanflash.api.tasks import TaskRouter
-    from wanflash.jobs.capabilities import capabilities_for
+    from wanflash.worker.supervisor import capabilities_for
 
     class Jobs:
         async def in_flight(self, key_hash: str) -> int:

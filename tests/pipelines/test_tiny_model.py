@@ -18,8 +18,8 @@ def test_session_model_on_disk(engine, tiny_settings) -> None:
     for part in ("model_index.json", "transformer", "transformer_2", "vae", "text_encoder", "tokenizer",
                  "t2v/model_index.json", "t2v/transformer", tiny.MARKER):
         assert (root / part).exists(), part
-    # No leftovers from the temporary build directory (the tiny audio models may sit beside it).
-    assert {p.name for p in root.parent.iterdir()} - {"tiny-ltx2", "tiny-ace-step"} == {"tiny-wan"}
+    # No leftovers from the temporary build directory (the tiny audio and audio-to-video models may sit beside it).
+    assert {p.name for p in root.parent.iterdir()} - {"tiny-ltx2", "tiny-ace-step", "tiny-s2v"} == {"tiny-wan"}
     # Loaded back through from_pretrained: both experts and the T2V pair, components shared.
     assert engine.i2v.transformer is not engine.i2v.transformer_2
     assert engine.i2v.config.boundary_ratio == tiny.BOUNDARY_RATIO
