@@ -149,6 +149,18 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(p.pid, signal.SIGKILL) if p in procs[1:] else p.kill()
 
 
+def _wait_success(base: str, tu: str, worker_log: Path, timeout: float = 60) -> dict[str, Any]:
+    """Poll ``tu`` until it succeeds: the last reply (an error reply fails, with the worker's log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
+        assert not r.get("errors"), (r, worker_log.read_text()[-3000:])
+        if r["data"][0].get("status") == "success":
+            return r
+        assert time.monotonic() < deadline, "the task did not finish"
+        time.sleep(0.2)
+
+
 def _wait_api(base: str, api: subprocess.Popen[bytes], workers: int = 1) -> dict[str, Any]:
     """Wait until the API answers and ``workers`` workers have published what they serve (before
     that, ``wanflash api`` refuses tasks with noWorkerAvailable); returns /health."""
@@ -197,14 +209,7 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
                                          "providerSettings": {"alibaba": {"audio": False}},
                                          "webhookURL": hooks.url + "/hook"}])
             assert reply.get("data") == [{"taskType": "videoInference", "taskUUID": tu}], reply
-            deadline = time.monotonic() + 60
-            while True:
-                r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
-                assert not r.get("errors"), (r, (tmp_path / "w.log").read_text()[-3000:])
-                if r["data"][0].get("status") == "success":
-                    break
-                assert time.monotonic() < deadline, "the task did not finish"
-                time.sleep(0.2)
+            r = _wait_success(base, tu, tmp_path / "w.log")
             deadline = time.monotonic() + 15
             while not hooks.requests and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -259,14 +264,7 @@ def test_the_api_plans_for_its_workers_profile_not_its_own(pg_url: str, tmp_path
         tu = str(uuid.uuid4())
         reply = post(base + "/v1", [{**task, "taskUUID": tu, "providerSettings": {"alibaba": {"audio": False}}}])
         assert reply.get("data") == [{"taskType": "videoInference", "taskUUID": tu}], reply
-        deadline = time.monotonic() + 60
-        while True:
-            r = post(base + "/v1", [{"taskType": "getResponse", "taskUUID": tu}])
-            assert not r.get("errors"), (r, (tmp_path / "w.log").read_text()[-3000:])
-            if r["data"][0].get("status") == "success":
-                break
-            assert time.monotonic() < deadline, "the task did not finish"
-            time.sleep(0.2)
+        r = _wait_success(base, tu, tmp_path / "w.log")
         (item,) = r["data"]
         assert item["cost"] == 0.05  # 720p-class silent: 0.025 x 2 s
         video = tmp_path / "out.mp4"
