@@ -142,7 +142,7 @@ def main() -> int:
     app = build_app(settings, executor=executor)  # type: ignore[arg-type]
     if timers is not None:
         app = timers.asgi(app)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning",
                             **uvicorn_config_kwargs(settings))  # type: ignore[arg-type]
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into SystemExit so the
     # report below is still written.

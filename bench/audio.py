@@ -57,16 +57,16 @@ def main() -> None:
         video = create_pipeline(base)
         video.load()
         print(f"# audio vs video stage  python {platform.python_version()}  torch {torch.__version__}  "
-              f"threads {torch.get_num_threads()}  profile {base.profile}  video {width}x{height}")
+              f"threads {torch.get_num_threads()}  profile {base.engine.profile}  video {width}x{height}")
         print("| backend | steps | seconds | video s | audio s | audio / video |")
         print("|---|---|---|---|---|---|")
         for name in args.backends.split(","):
-            settings = base.model_copy(update={"audio_model": name})
+            settings = base.replace(audio_model=name)
             backend = create_audio_backend(settings)
             backend.load()
             for secs in (int(s) for s in args.durations.split(",")):
-                fps = get_profile(base.profile).fps
-                spec = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile=base.profile,
+                fps = get_profile(base.engine.profile).fps
+                spec = JobSpec(task_uuid=str(uuid.uuid4()), model=MODEL_ID, profile=base.engine.profile,
                                positive_prompt="waves on a beach at night", width=width, height=height,
                                resolution_class=SIZE_CLASS.get((width, height), "720p"), duration=secs, fps=fps,
                                num_frames=secs * fps, seeds=[1], cost=0)

@@ -287,7 +287,7 @@ def engine(args: argparse.Namespace, profile: str, plan: str, *, backend: str | 
     prof = dataclasses.replace(get_profile(profile), steps=args.steps)
     if args.smoke:  # a clip of 64x64-class and 5 frames
         prof = dataclasses.replace(prof, max_area=SMOKE_AREA, max_clip_frames=SMOKE_FRAMES)
-    eng = WanVideoPipeline(settings, prof, Path(args.weights_dir or "/nonexistent"),
+    eng = WanVideoPipeline(settings.engine, prof, Path(args.weights_dir or "/nonexistent"),
                            lora_dir=Path(args.lora_dir) if args.lora_dir else None)
     if args.weights_dir:
         eng.load()

@@ -132,12 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def migrate(settings: Settings) -> int:
-    if settings.database_url:
+    if settings.jobs.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
         from wanflash.jobs.source import refuse_terminal_writes
 
-        source = PostgresJobSource(settings.database_url, outbox=refuse_terminal_writes,
-                                   max_attempts=settings.max_attempts, pool_size=1)
+        source = PostgresJobSource(settings.jobs.database_url, outbox=refuse_terminal_writes,
+                                   max_attempts=settings.jobs.max_attempts, pool_size=1)
         try:
             source.migrate()
         finally:
@@ -148,8 +148,9 @@ def migrate(settings: Settings) -> int:
     from wanflash.jobs.store import SqliteJobSource
 
     # Opening creates and upgrades it.
-    SqliteJobSource(db_path(settings), outbox=refuse_terminal_writes, max_attempts=settings.max_attempts).close()
-    print(f"SQLite schema is up to date: {db_path(settings)}")
+    path = db_path(settings.data_dir)
+    SqliteJobSource(path, outbox=refuse_terminal_writes, max_attempts=settings.jobs.max_attempts).close()
+    print(f"SQLite schema is up to date: {path}")
     return 0
 
 

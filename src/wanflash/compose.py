@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,7 +67,20 @@ def media_links(settings: Settings, storage: ObjectStore) -> MediaLinks:
     from wanflash.signing import UrlSigner, load_or_create_secret
     from wanflash.storage.links import MediaLinks
 
-    return MediaLinks(storage, UrlSigner(load_or_create_secret(Path(settings.data_dir), settings.url_secret)))
+    return MediaLinks(storage, UrlSigner(load_or_create_secret(settings.data_dir, settings.secrets.url_secret)))
+
+
+def _media(settings: Settings) -> tuple[ObjectStore, MediaLinks, OutboxRenderer]:
+    """The configured media store, its links, and the outbox renderer that writes webhook messages with those
+    links (on ``WANFLASH_PUBLIC_URL``, since no request is in context when a task ends)."""
+    from wanflash.delivery.outbox import make_renderer
+    from wanflash.storage import create_store
+
+    storage = create_store(settings.storage, settings.data_dir)
+    links = media_links(settings, storage)
+    base_url = settings.server.base_url
+    return storage, links, make_renderer(lambda key, exp: links.url(key, exp, base_url),
+                                         settings.jobs.default_ttl_seconds)
 
 
 def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | str | None = None,
@@ -82,28 +94,28 @@ def build_services(settings: Settings, *, pipeline_factory: PipelineFactory | st
     from wanflash.jobs.service import JobService
     from wanflash.jobs.source import db_path, open_job_source
     from wanflash.observability.metrics import Metrics
-    from wanflash.storage import create_store
+    from wanflash.signing import load_or_create_webhook_secret
     from wanflash.worker.executor import create_executor
     from wanflash.worker.supervisor import Supervisor, capabilities_for
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    storage = create_store(settings)
-    links = media_links(settings, storage)
-    render = outbox.make_renderer(lambda key, exp: links.url(key, exp, settings.base_url), settings.default_ttl_seconds)
-    store = open_job_source(settings, outbox=render, sqlite_path=db_path(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage, links, render = _media(settings)
+    store = open_job_source(settings.jobs, outbox=render, sqlite_path=db_path(settings.data_dir))
     wake = asyncio.Event()
     jobs = JobService(store, wake)
-    keys = KeyRing(settings, store)
+    keys = KeyRing(settings.server, store)
     ex = (executor or create_executor(settings, pipeline_factory)) if worker else None
     # Plans come from what the live workers publish; this process's own settings only stand in when
     # it hosts the worker (serve) and no record is live yet.
     fleet = Fleet(jobs, own=capabilities_for(settings) if ex is not None else None)
-    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), links, fleet)
+    router = TaskRouter(settings, jobs, InputResolver(settings.limits, jobs, storage), links, fleet)
     metrics = Metrics()
     metrics.watch_store(store, (lambda: ex.state) if ex is not None else None)
     supervisor = Supervisor(settings, store, storage, ex, wake=wake, metrics=metrics) if ex is not None else None
-    webhooks = outbox.build(settings, store, metrics)
-    sweeper = retention.build(settings, store, storage, metrics)
+    sender = outbox.WebhookSender(load_or_create_webhook_secret(settings.data_dir, settings.secrets.webhook_secret),
+                                  allow_loopback=settings.limits.allow_loopback_fetch)
+    webhooks = outbox.OutboxDeliverer(store, sender, metrics=metrics)
+    sweeper = retention.build(settings.jobs, store, storage, metrics)
     return Services(settings, store, storage, links.signer, jobs, keys, router, ex, supervisor, webhooks, metrics,
                     sweeper)
 
@@ -122,25 +134,22 @@ def worker_media(settings: Settings) -> tuple[ObjectStore, OutboxRenderer]:
     dir shared with it), and the renderer its job source is opened with, which writes the webhook
     messages at each terminal transition, in that transaction (``wanflash api`` sends them), with the
     links ``getResponse`` gives: presigned S3 GETs, or the API's signed ``/media`` links."""
-    from wanflash.delivery.outbox import make_renderer
-    from wanflash.storage import create_store
-
-    storage = create_store(settings)
-    links = media_links(settings, storage)
-    return storage, make_renderer(lambda key, exp: links.url(key, exp, settings.base_url), settings.default_ttl_seconds)
+    storage, _, render = _media(settings)
+    return storage, render
 
 
 def worker_metrics(settings: Settings, executor: Executor) -> tuple[Metrics | None, Callable[[], None]]:
-    """A worker process's metrics, served on ``settings.worker_metrics_port`` (the parent gives each
+    """A worker process's metrics, served on ``settings.observability.worker_metrics_port`` (the parent gives each
     slot or group its own port), and the function that stops serving them; ``(None, no-op)`` unset."""
-    if settings.worker_metrics_port is None:
+    ops, host = settings.observability, settings.server.host
+    if ops.worker_metrics_port is None:
         return None, lambda: None
     from wanflash.observability.metrics import Metrics, serve_metrics
 
     metrics = Metrics()
     metrics.watch_store(None, lambda: executor.state)  # the queue is the API's to report
-    stop = serve_metrics(metrics, settings.host, settings.worker_metrics_port, settings.metrics_token)
-    log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+    stop = serve_metrics(metrics, host, ops.worker_metrics_port, ops.metrics_token)
+    log.info("metrics on http://%s:%d/metrics", host, ops.worker_metrics_port)
     return metrics, stop
 
 
@@ -171,7 +180,7 @@ def build_worker(settings: Settings, *, open_source: Callable[[Settings, OutboxR
     from wanflash.worker.supervisor import Supervisor
 
     storage, render = worker_media(settings)
-    source = (open_source or (lambda s, r: open_job_source(s, outbox=r)))(settings, render)
+    source = (open_source or (lambda s, r: open_job_source(s.jobs, outbox=r)))(settings, render)
     executor = executor if executor is not None else create_executor(settings, pipeline_factory)
     metrics, stop_metrics = worker_metrics(settings, executor)
     supervisor = Supervisor(settings, source, storage, executor, release_orphans=release_orphans, metrics=metrics)

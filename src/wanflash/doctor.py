@@ -79,31 +79,32 @@ def check_memory(settings: Settings, cuda: dict[str, Any] | None, host: int | No
 
     from wanflash.pipelines.memory import LAYOUTS, choose_plan, estimate
 
-    setting = settings.memory_setting
+    setting = settings.engine.memory_setting
     out: list[Check] = []
-    if settings.cpu_offload != "none":
-        out.append(Check("memory setting", "warn", f"WANFLASH_CPU_OFFLOAD={settings.cpu_offload} is deprecated; "
+    if settings.engine.cpu_offload != "none":
+        out.append(Check("memory setting", "warn", f"WANFLASH_CPU_OFFLOAD={settings.engine.cpu_offload} is deprecated; "
                          f"it means WANFLASH_MEMORY={setting}", f"set WANFLASH_MEMORY={setting} instead"))
     devices = (cuda or {}).get("devices") or []
-    index = int(settings.device.split(":")[1]) if settings.device.startswith("cuda:") else 0
+    index = int(settings.engine.device.split(":")[1]) if settings.engine.device.startswith("cuda:") else 0
     gpu = next((d for d in devices if d["index"] == index), None)
-    if settings.device == "cpu" or not (cuda or {}).get("available"):
+    if settings.engine.device == "cpu" or not (cuda or {}).get("available"):
         gpu = None
-    t2v = settings.weights_dir is not None and (Path(settings.weights_dir) / "t2v" / "model_index.json").is_file()
-    opts = dict(setting=setting, fp8=settings.fp8_weights, vae_tiling=settings.vae_tiling,
-                native_1080p=settings.native_1080p, t2v=t2v)
-    if settings.profile not in LAYOUTS:
-        plan = choose_plan(settings.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
+    weights = settings.engine.weights_dir
+    t2v = weights is not None and (Path(weights) / "t2v" / "model_index.json").is_file()
+    opts = dict(setting=setting, fp8=settings.engine.fp8_weights, vae_tiling=settings.engine.vae_tiling,
+                native_1080p=settings.engine.native_1080p, t2v=t2v)
+    if settings.engine.profile not in LAYOUTS:
+        plan = choose_plan(settings.engine.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
         return out + [Check("memory", "ok", f"plan {plan.label()} ({plan.reason})")]
     if gpu is None:
-        plans = {g: choose_plan(settings.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
+        plans = {g: choose_plan(settings.engine.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
         picks = "; ".join(f"{g} GB: {plan.label()} "
-                          f"({estimate(settings.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"
+                          f"({estimate(settings.engine.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"
                           for g, plan in plans.items())
         return out + [Check("memory", "warn", f"no GPU to plan for; on a GPU of {picks}",
                             "run on a CUDA GPU (README: Real weights, memory plans)")]
-    plan = choose_plan(settings.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
-    est = estimate(settings.profile, plan, t2v=t2v)
+    plan = choose_plan(settings.engine.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
+    est = estimate(settings.engine.profile, plan, t2v=t2v)
     detail = (f"plan {plan.label()} on cuda:{gpu['index']} ({gpu['total_bytes'] / GiB:.0f} GiB): estimated peak "
               f"{est.gpu_bytes / GiB:.1f} GiB in {est.stage}, {est.host_bytes / GiB:.0f} GiB of weights in host "
               f"memory; {plan.reason}")
@@ -122,7 +123,7 @@ def check_memory(settings: Settings, cuda: dict[str, Any] | None, host: int | No
 
 
 def _cuda_check(settings: Settings, cuda: dict[str, Any] | None) -> Check:
-    wants_cuda = settings.device.startswith("cuda")
+    wants_cuda = settings.engine.device.startswith("cuda")
     if cuda is None:
         return Check("cuda", "fail" if wants_cuda else "warn", "unknown: torch is not importable", TORCH_FIX)
     if cuda.get("available"):
@@ -134,17 +135,17 @@ def _cuda_check(settings: Settings, cuda: dict[str, Any] | None) -> Check:
     fix = ("install a CUDA build of torch (README: Installing torch)" if not cuda.get("built_with")
            else "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
     if wants_cuda:
-        return Check("cuda", "fail", f"WANFLASH_DEVICE={settings.device} but {why}", fix)
-    if get_profile(settings.profile).loader != "tiny":
-        return Check("cuda", "warn", f"no GPU ({why}): profile {settings.profile} on the CPU is impractically slow",
-                     fix)
+        return Check("cuda", "fail", f"WANFLASH_DEVICE={settings.engine.device} but {why}", fix)
+    if get_profile(settings.engine.profile).loader != "tiny":
+        return Check("cuda", "warn",
+                     f"no GPU ({why}): profile {settings.engine.profile} on the CPU is impractically slow", fix)
     return Check("cuda", "ok", f"no GPU ({why}); the tiny profile runs on the CPU")
 
 
 def check_weights(settings: Settings) -> list[Check]:
     from wanflash.pipelines.registry import WeightsNotFound, weights_root
 
-    profile = get_profile(settings.profile)
+    profile = get_profile(settings.engine.profile)
     if profile.loader == "tiny":
         from wanflash.pipelines.tiny import is_built, tiny_model_dir
 
@@ -158,7 +159,7 @@ def check_weights(settings: Settings) -> list[Check]:
         return [Check("weights", "fail", str(exc),
                       "download the diffusers-format weights for the profile and set WANFLASH_WEIGHTS_DIR "
                       "(README: Real weights)")]
-    out = [Check("weights", "ok", f"{settings.profile} at {root}")]
+    out = [Check("weights", "ok", f"{settings.engine.profile} at {root}")]
     has_t2v = (root / "t2v" / "model_index.json").is_file()
     if profile.t2v == "directory" and not has_t2v:
         out.append(Check("weights t2v", "warn", f"no {root / 't2v'}: requests without an image fail with "
@@ -172,7 +173,7 @@ def check_loras(settings: Settings, root: Path, has_t2v: bool) -> list[Check]:
     """Open every LoRA file's header, match it to its expert as the loader will, check it fits that expert."""
     from wanflash.pipelines.loras import COMPONENT, LoraMismatch, assign, check_fit, inspect_lora, lora_files
 
-    lora = settings.lora_dir
+    lora = settings.engine.lora_dir
     if lora is None:
         return [Check("loras", "warn", "WANFLASH_LORA_DIR is not set: the profile runs 4 steps, which needs "
                       "4-step distilled LoRAs (or distilled weights)", "set WANFLASH_LORA_DIR")]
@@ -214,10 +215,10 @@ def check_audio_weights(settings: Settings) -> list[Check]:
     from wanflash.pipelines.audio import BACKENDS
     from wanflash.pipelines.registry import WeightsNotFound, audio_weights_root
 
-    if settings.audio_model == "none":
+    if settings.audio.model == "none":
         return [Check("audio weights", "ok", "WANFLASH_AUDIO_MODEL=none: requests that want generated "
                       "audio are refused with unsupportedAudio")]
-    info = BACKENDS[settings.audio_model]
+    info = BACKENDS[settings.audio.model]
     try:
         root = audio_weights_root(settings)
     except WeightsNotFound as exc:
@@ -225,7 +226,7 @@ def check_audio_weights(settings: Settings) -> list[Check]:
                       f"download the {info.weights} and set WANFLASH_AUDIO_WEIGHTS_DIR, "
                       "or set WANFLASH_AUDIO_MODEL=none (README: Audio)")]
     hears = "the picture and the prompt" if info.conditioning == "video+prompt" else "the prompt only, not the picture"
-    return [Check("audio weights", "ok", f"WANFLASH_AUDIO_MODEL={settings.audio_model} at {root}; "
+    return [Check("audio weights", "ok", f"WANFLASH_AUDIO_MODEL={settings.audio.model} at {root}; "
                   f"hears {hears}; licence: {info.licence}")]
 
 
@@ -234,10 +235,10 @@ def check_a2v(settings: Settings) -> list[Check]:
     from wanflash.pipelines.registry import S2V_PARTS, a2v_mode
 
     if a2v_mode(settings) == "mux":
-        why = ("WANFLASH_A2V_MODEL=none" if settings.a2v_model == "none"
+        why = ("WANFLASH_A2V_MODEL=none" if settings.a2v.model == "none"
                else "no WANFLASH_A2V_WEIGHTS_DIR")
         return [Check("a2v", "ok", f"{why}: inputs.audio is muxed only (the picture does not follow the track)")]
-    root = settings.a2v_weights_dir
+    root = settings.a2v.weights_dir
     if root is None:  # tiny: the toy S2V, built on first use
         return [Check("a2v", "ok", "toy Wan2.2-S2V (random weights, built on first use): requests with an image "
                       "and inputs.audio are rendered from the track")]
@@ -297,7 +298,7 @@ def check_postgres(settings: Settings) -> list[Check]:
         import psycopg
 
         # A direct connection with a short timeout: the job source's pool would wait 30 s for a dead server.
-        with psycopg.connect(settings.database_url or "", connect_timeout=5) as db:
+        with psycopg.connect(settings.jobs.database_url or "", connect_timeout=5) as db:
             rows = db.execute("SELECT state, COUNT(*) FROM wanflash_tasks GROUP BY state").fetchall()
             counts: dict[str, int] = dict(rows)
     except Exception as exc:  # driver missing, server down, schema absent: all reported the same way
@@ -310,9 +311,9 @@ def check_postgres(settings: Settings) -> list[Check]:
 def check_database(settings: Settings) -> list[Check]:
     from wanflash.jobs.source import db_path
 
-    if settings.database_url:
+    if settings.jobs.database_url:
         return check_postgres(settings)
-    path = db_path(settings)
+    path = db_path(settings.data_dir)
     if not path.exists():
         return [Check("database", "ok", f"{path} does not exist yet; created on first start")]
     try:
@@ -331,27 +332,27 @@ def check_database(settings: Settings) -> list[Check]:
                       "stop the service and restore the file from a backup, or move it aside")]
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
     out = [Check("database", "ok", f"{path}: {summary}; {keys} active API key(s)")]
-    if keys == 0 and not settings.api_key_list:
+    if keys == 0 and not settings.server.api_key_list:
         out.append(Check("api keys", "warn", "no API key: every request will be refused",
                          "run `wanflash keys create` (or `wanflash serve --print-key`)"))
     return out
 
 
 def check_prompt_extend(settings: Settings) -> list[Check]:
-    backend = settings.prompt_extend_backend
+    backend = settings.prompt_extend.backend
     if backend == "none":
         return [Check("promptExtend", "ok", "backend none: prompts pass through (results say promptExtended=false)")]
     if backend == "local":
-        d = settings.prompt_extend_model_dir
+        d = settings.prompt_extend.model_dir
         if d is None or not (Path(d) / "config.json").is_file():
             return [Check("promptExtend", "warn", f"backend local but WANFLASH_PROMPT_EXTEND_MODEL_DIR={d} holds no "
                           "model: prompts pass through", "point it at a local Qwen2.5(-VL) Instruct checkpoint")]
         return [Check("promptExtend", "ok", f"local model at {d}")]
-    if not settings.prompt_extend_url:
+    if not settings.prompt_extend.url:
         return [Check("promptExtend", "warn", "backend openai but WANFLASH_PROMPT_EXTEND_URL is not set: prompts "
                       "pass through", "set it to an OpenAI-compatible base URL, e.g. http://host:8001/v1")]
-    return [Check("promptExtend", "ok", f"openai-compatible at {settings.prompt_extend_url} "
-                  f"(model {settings.prompt_extend_model}; not contacted)")]
+    return [Check("promptExtend", "ok", f"openai-compatible at {settings.prompt_extend.url} "
+                  f"(model {settings.prompt_extend.model}; not contacted)")]
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -376,7 +377,8 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def report(checks: list[Check], settings: Settings, stream: TextIO) -> int:
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
-    print(f"wanflash doctor: profile {settings.profile}, device {settings.device}, data dir {settings.data_dir}",
+    engine = settings.engine
+    print(f"wanflash doctor: profile {engine.profile}, device {engine.device}, data dir {settings.data_dir}",
           file=stream)
     width = max(len(c.name) for c in checks)
     for c in checks:

@@ -101,7 +101,7 @@ def generate_secret(nbytes: int = 32) -> str:
 
 
 def load_or_create_webhook_secret(data_dir: Path, configured: str | None) -> str:
-    """``settings.webhook_secret``, else a ``whsec_`` secret generated once and persisted."""
+    """``WANFLASH_WEBHOOK_SECRET``, else a ``whsec_`` secret generated once and persisted."""
     if configured:
         return configured
     return persisted_secret(data_dir, "webhook_secret", generate_secret)

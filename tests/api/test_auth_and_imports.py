@@ -22,33 +22,33 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     raw = capsys.readouterr().out.strip().splitlines()[-1]
     assert raw.startswith("wf_")
     settings = Settings(data_dir=Path(data))
-    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
-    assert KeyRing(settings, store).verify(raw)
-    assert not KeyRing(settings, store).verify(raw + "x")
+    store = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)
+    assert KeyRing(settings.server, store).verify(raw)
+    assert not KeyRing(settings.server, store).verify(raw + "x")
     # Only the hash is on disk.
-    assert raw.encode() not in db_path(settings).read_bytes()
+    assert raw.encode() not in db_path(settings.data_dir).read_bytes()
     assert store.key_hash_active(hash_key(raw))
     store.close()
     assert cli_main(["keys", "list", "--data-dir", data]) == 0
     key_id = raw.split("_")[1]
     assert key_id in capsys.readouterr().out
     assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 0
-    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
-    assert not KeyRing(settings, store).verify(raw)
+    store = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)
+    assert not KeyRing(settings.server, store).verify(raw)
     store.close()
     assert cli_main(["keys", "revoke", key_id, "--data-dir", data]) == 1
 
 
 def test_first_key_only_once_and_settings_keys(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
-    raw = ensure_first_key(settings, store)
-    assert raw and KeyRing(settings, store).verify(raw)
-    assert ensure_first_key(settings, store) is None
+    store = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)
+    raw = ensure_first_key(settings.server, store)
+    assert raw and KeyRing(settings.server, store).verify(raw)
+    assert ensure_first_key(settings.server, store) is None
     with_env_key = Settings(data_dir=tmp_path / "other", api_keys="a, b")
-    other = SqliteJobSource(db_path(with_env_key), outbox=no_webhooks)
-    assert ensure_first_key(with_env_key, other) is None  # settings keys count as keys
-    ring = KeyRing(with_env_key, other)
+    other = SqliteJobSource(db_path(with_env_key.data_dir), outbox=no_webhooks)
+    assert ensure_first_key(with_env_key.server, other) is None  # settings keys count as keys
+    ring = KeyRing(with_env_key.server, other)
     assert ring.verify("a") and ring.verify("b") and not ring.verify("c") and not ring.verify(None)
     store.close()
     other.close()

@@ -94,8 +94,8 @@ def test_refusals_name_the_parameter_nothing_serves() -> None:
 
 def test_an_api_plans_with_the_workers_profile(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, playground=True)  # the API's own: tiny, 16 fps, an audio model
-    assert settings.profile == "tiny" and settings.audio_model == "ace-step"
-    worker = SqliteJobSource(db_path(settings), outbox=no_webhooks)  # a worker process on the same store
+    assert settings.engine.profile == "tiny" and settings.audio.model == "ace-step"
+    worker = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)  # a worker process on the same store
     worker.publish_worker("gpu-0", FIVE_B, 60)
     hdr = {"Authorization": f"Bearer {API_KEY}"}
     try:

@@ -138,7 +138,7 @@ async def test_forged_host_header_never_becomes_a_link_host(server: LiveServer) 
     async with httpx.AsyncClient(base_url=server.http_url, headers=HDR, timeout=30) as http:
         forged = await http.post("/v1", json=[task], headers={"Host": "attacker.example"})
         url = forged.json()["data"][0]["imageURL"]
-        assert not url.startswith("http://attacker.example") and url.startswith(server.settings.base_url), url
+        assert not url.startswith("http://attacker.example") and url.startswith(server.settings.server.base_url), url
         local = await http.post("/v1", json=[{**task, "taskUUID": str(uuid.uuid4())}],
                                 headers={"Host": f"localhost:{server.port}"})
         assert local.json()["data"][0]["imageURL"].startswith(f"http://localhost:{server.port}/media/")

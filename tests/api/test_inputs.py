@@ -23,7 +23,7 @@ WHERE = _Where("inputs.frameImages[0].image", "invalidImage", "videoInference", 
 
 def store(tmp_path: Path, data: bytes) -> tuple[str, bytes, Image.Image]:
     storage = LocalStore(tmp_path / "media")
-    resolver = InputResolver(make_settings(tmp_path), None, storage)  # type: ignore[arg-type]
+    resolver = InputResolver(make_settings(tmp_path).limits, None, storage)  # type: ignore[arg-type]
     ref = "data:image/x;base64," + base64.b64encode(data).decode()
     key, size = asyncio.run(resolver.store_image(ref, "inputs/t/image", WHERE))
     stored = storage.read_bytes(key)
@@ -76,7 +76,7 @@ def test_an_upload_reference_counts_as_a_use_and_a_swept_one_is_a_clear_error(tm
 
     db = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     storage = LocalStore(tmp_path / "media")
-    resolver = InputResolver(make_settings(tmp_path), JobService(db), storage)
+    resolver = InputResolver(make_settings(tmp_path).limits, JobService(db), storage)
     png = encoded(gradient(), "PNG")
     storage.put_bytes("uploads/u.png", png)
     db.add_upload("0b0c7f3e-5a3e-4d8e-9a57-0c1f6a0b9e11", "image", "uploads/u.png", "image/png", now=0)
@@ -117,7 +117,7 @@ def _router(tmp_path: Path, submit_error: Exception | None) -> tuple[object, Loc
     storage = LocalStore(tmp_path / "media")
     jobs = Jobs()
     fleet = Fleet(jobs, own=capabilities_for(settings))  # type: ignore[arg-type]
-    router = TaskRouter(settings, jobs, InputResolver(settings, jobs, storage), None, fleet)  # type: ignore[arg-type]
+    router = TaskRouter(settings, jobs, InputResolver(settings.limits, jobs, storage), None, fleet)  # type: ignore[arg-type]
     return router, storage
 
 
@@ -172,7 +172,7 @@ def test_decodes_run_at_most_max_concurrent_decodes_at_once(tmp_path: Path, monk
     import time
 
     settings = make_settings(tmp_path, max_concurrent_decodes=2)
-    resolver = InputResolver(settings, None, LocalStore(tmp_path / "media"))  # type: ignore[arg-type]
+    resolver = InputResolver(settings.limits, None, LocalStore(tmp_path / "media"))  # type: ignore[arg-type]
     lock, running, peak = threading.Lock(), [0], [0]
     real = resolver._decode_image
 

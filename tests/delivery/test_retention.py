@@ -15,7 +15,7 @@ from tests.jobs.records import no_webhooks, output
 from tests.jobs.test_store import spec
 from wanflash.api.auth import hash_key
 from wanflash.compose import build_app
-from wanflash.config import Settings
+from wanflash.config import JobsConfig, Settings
 from wanflash.delivery.retention import MediaSweeper, build, task_keys
 from wanflash.jobs.source import db_path
 from wanflash.jobs.store import SqliteJobSource
@@ -136,18 +136,17 @@ async def test_uploads_go_after_the_retention_since_last_use(store: SqliteJobSou
 def test_settings_choose_the_sweeper(tmp_path: Path) -> None:
     store = SqliteJobSource(tmp_path / "db.sqlite", outbox=no_webhooks)
     media = LocalStore(tmp_path / "media")
-    assert build(Settings(data_dir=tmp_path, media_grace_seconds=-1, upload_retention_seconds=-1), store, media) is None
-    s = build(Settings(data_dir=tmp_path, media_grace_seconds=7, media_sweep_seconds=9, default_ttl_seconds=99),
-              store, media)
+    assert build(JobsConfig(media_grace_seconds=-1, upload_retention_seconds=-1), store, media) is None
+    s = build(JobsConfig(media_grace_seconds=7, media_sweep_seconds=9, default_ttl_seconds=99), store, media)
     assert s is not None and (s.grace, s.interval, s.default_ttl, s.upload_retention) == (7, 9, 99, 30 * 86400)
-    s = build(Settings(data_dir=tmp_path, media_grace_seconds=-1), store, media)
+    s = build(JobsConfig(media_grace_seconds=-1), store, media)
     assert s is not None and s.grace is None  # uploads only
     store.close()
 
 
 def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys="k")
-    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
+    store = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)
     media = LocalStore(tmp_path / "media")
     long_ago = time.time() - 7 * 86400
     tu = finished_task(store, media, finished=long_ago, key_hash=hash_key("k"))  # submitted with key "k"
@@ -166,7 +165,7 @@ def test_the_service_sweeps_at_startup(tmp_path: Path) -> None:
         assert item["status"] == "success" and item["taskUUID"] == tu
         link = urlsplit(item["videoURL"])
         assert client.get(f"{link.path}?{link.query}").status_code == 410
-    store = SqliteJobSource(db_path(settings), outbox=no_webhooks)
+    store = SqliteJobSource(db_path(settings.data_dir), outbox=no_webhooks)
     rec = store.get(tu)
     assert rec is not None and rec.state.value == "succeeded"
     assert store.media_due(time.time(), default_ttl=3600, grace=0) == []

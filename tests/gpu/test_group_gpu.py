@@ -39,7 +39,7 @@ def test_context_parallel_k2_matches_one_gpu(tmp_path: Path) -> None:
     from wanflash.pipelines.registry import create_pipeline
 
     settings = _settings(tmp_path)
-    engine = create_pipeline(settings.model_copy(update={"device": "cuda:0"}))
+    engine = create_pipeline(settings.replace(device="cuda:0"))
     engine.load()
     image = Image.fromarray(np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8))
     (tmp_path / "out").mkdir()

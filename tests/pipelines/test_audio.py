@@ -27,7 +27,7 @@ def av_engine(request: pytest.FixtureRequest, tiny_settings: Settings) -> AudioV
 
     # Same data dir as the bare engine, so the tiny Wan is built once per session; no audio-to-video
     # stage around it (tiny has one by default), so the audio wrapper is the pipeline itself.
-    pipe = create_pipeline(tiny_settings.model_copy(update={"audio_model": request.param, "a2v_model": "none"}))
+    pipe = create_pipeline(tiny_settings.replace(audio_model=request.param, a2v_model="none"))
     assert isinstance(pipe, AudioVideoPipeline)
     pipe.load()
     return pipe
@@ -37,7 +37,7 @@ def av_engine(request: pytest.FixtureRequest, tiny_settings: Settings) -> AudioV
 def ltx2_engine(tiny_settings: Settings) -> AudioVideoPipeline:
     from wanflash.pipelines.registry import create_pipeline
 
-    pipe = create_pipeline(tiny_settings.model_copy(update={"audio_model": "ltx2"}))
+    pipe = create_pipeline(tiny_settings.replace(audio_model="ltx2"))
     pipe.load()
     return pipe
 

@@ -40,7 +40,7 @@ def cp_rank(rank: int, init: str, gpu: str, settings: Settings, spec_json: str, 
 
     device = _pin_device(gpu)
     comm = GroupComm(rank, 2, init, device, timeout_s=300)
-    pipe = create_pipeline(settings.model_copy(update={"device": device}))
+    pipe = create_pipeline(settings.replace(device=device))
     pipe.load()
     enable_context_parallel(split_targets(pipe), comm)  # what a worker group rank splits
     seen: list[int] = []

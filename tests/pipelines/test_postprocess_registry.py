@@ -83,7 +83,7 @@ def test_real_profile_without_audio_weights(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFound, match="WANFLASH_AUDIO_WEIGHTS_DIR is not set"):
         create_pipeline(settings)
     with pytest.raises(WeightsNotFound, match="model_index.json missing"):
-        create_pipeline(settings.model_copy(update={"audio_weights_dir": tmp_path}))
+        create_pipeline(settings.replace(audio_weights_dir=tmp_path))
     from wanflash.pipelines.wan import WanVideoPipeline
 
-    assert isinstance(create_pipeline(settings.model_copy(update={"audio_model": "none"})), WanVideoPipeline)
+    assert isinstance(create_pipeline(settings.replace(audio_model="none")), WanVideoPipeline)

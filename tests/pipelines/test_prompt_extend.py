@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from wanflash.config import Settings
+from wanflash.config import PromptExtendConfig, Settings
 from wanflash.pipelines.prompt_extend import (
     ExtendResult,
     LocalExtender,
@@ -32,8 +32,8 @@ from wanflash.pipelines.prompt_extend import (
 from wanflash.pipelines.shots import shot_frame_counts, shot_plan_problems
 
 
-def _settings(**kw: Any) -> Settings:
-    return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+def _config(**kw: Any) -> PromptExtendConfig:
+    return Settings(_env_file=None, **kw).prompt_extend
 
 
 def _image() -> Image.Image:
@@ -52,7 +52,7 @@ def _assert_valid_multi(r: ExtendResult, duration: int) -> None:
 
 
 def test_default_backend_is_passthrough() -> None:
-    ext = create_extender(_settings())
+    ext = create_extender(_config())
     assert isinstance(ext, PassthroughExtender)
     r = ext.extend("a cat walks", image=_image(), duration=5, shot_type="single")
     assert r == ExtendResult("a cat walks", None, "none", False, r.note)
@@ -61,7 +61,7 @@ def test_default_backend_is_passthrough() -> None:
 
 @pytest.mark.parametrize("duration", [2, 5, 10, 15])
 def test_passthrough_multi_gives_the_deterministic_plan(duration: int) -> None:
-    r = create_extender(_settings()).extend("a cat walks", image=None, duration=duration, shot_type="multi")
+    r = create_extender(_config()).extend("a cat walks", image=None, duration=duration, shot_type="multi")
     assert r.extended is False and r.prompt == "a cat walks"
     assert r.note and "deterministic" in r.note
     _assert_valid_multi(r, duration)
@@ -79,14 +79,14 @@ def test_passthrough_multi_gives_the_deterministic_plan(duration: int) -> None:
     ],
 )
 def test_misconfigured_backend_passes_through_and_says_why(kw: dict[str, Any]) -> None:
-    ext = create_extender(_settings(**kw))
+    ext = create_extender(_config(**kw))
     assert isinstance(ext, PassthroughExtender)
     r = ext.extend("p", image=None, duration=5)
     assert r.extended is False and r.prompt == "p" and r.note and "misconfigured" in r.note
 
 
 def test_local_backend_with_missing_dir_never_raises(tmp_path: Path) -> None:
-    ext = create_extender(_settings(prompt_extend_backend="local", prompt_extend_model_dir=tmp_path / "nope"))
+    ext = create_extender(_config(prompt_extend_backend="local", prompt_extend_model_dir=tmp_path / "nope"))
     assert isinstance(ext, LocalExtender)
     for _ in range(2):  # the second call hits the remembered load error
         r = ext.extend("a cat", image=None, duration=4, shot_type="multi")
@@ -143,7 +143,7 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _local(d: Path) -> LocalExtender:
     ext = create_extender(
-        _settings(prompt_extend_backend="local", prompt_extend_model_dir=d, prompt_extend_device="cpu")
+        _config(prompt_extend_backend="local", prompt_extend_model_dir=d, prompt_extend_device="cpu")
     )
     assert isinstance(ext, LocalExtender)
     ext.max_new_tokens = 24  # random weights: keep generation short
@@ -279,7 +279,7 @@ def llm(fake_llm: FakeLLM) -> FakeLLM:
 
 
 def _openai(llm: FakeLLM, **kw: Any) -> OpenAIExtender:
-    s = _settings(prompt_extend_backend="openai", prompt_extend_url=llm.url, **kw)
+    s = _config(prompt_extend_backend="openai", prompt_extend_url=llm.url, **kw)
     ext = create_extender(s)
     assert isinstance(ext, OpenAIExtender)
     return ext
@@ -403,7 +403,7 @@ def test_openai_unreachable_passes_through() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    ext = create_extender(_settings(prompt_extend_backend="openai", prompt_extend_url=f"http://127.0.0.1:{port}/v1"))
+    ext = create_extender(_config(prompt_extend_backend="openai", prompt_extend_url=f"http://127.0.0.1:{port}/v1"))
     r = ext.extend("a cat", image=None, duration=5)
     assert r.extended is False and r.note and "ConnectError" in r.note
 

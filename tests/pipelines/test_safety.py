@@ -165,14 +165,14 @@ def test_never_a_silent_non_check() -> None:
 
 
 def test_create_checker_from_settings(tmp_path: Path) -> None:
-    assert create_checker(Settings(data_dir=tmp_path)) is None
+    assert create_checker(Settings(data_dir=tmp_path).safety) is None
     # Misconfigured: a checker whose jobs fail with the reason (other jobs are unaffected).
-    checker = create_checker(Settings(data_dir=tmp_path, safety_detector="classifier"))
+    checker = create_checker(Settings(data_dir=tmp_path, safety_detector="classifier").safety)
     assert checker is not None and checker.withhold is True
     with pytest.raises(JobFailed, match="WANFLASH_SAFETY_MODEL_DIR"):
         checker.detect([FLAG[0]])
     built = create_checker(Settings(data_dir=tmp_path, safety_detector="clip", safety_model_dir=tmp_path,
-                                    safety_withhold=False))
+                                    safety_withhold=False).safety)
     assert built is not None and isinstance(built.detector, ClipSafetyDetector) and built.withhold is False
 
 
@@ -182,7 +182,7 @@ def test_nudenet_missing_is_reported(tmp_path: Path) -> None:
 
     if importlib.util.find_spec("nudenet") is not None:
         pytest.skip("nudenet is installed here")
-    checker = create_checker(Settings(data_dir=tmp_path, safety_detector="nudenet"))
+    checker = create_checker(Settings(data_dir=tmp_path, safety_detector="nudenet").safety)
     assert checker is not None
     with pytest.raises(JobFailed, match=r"wanflash\[nudenet\]"):
         checker.detect([FLAG[0]])

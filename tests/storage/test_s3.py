@@ -29,7 +29,8 @@ from wanflash.testing import live_server
 
 
 def store_for(server: S3Server, tmp_path: Path, **kw: object) -> S3Store:
-    store = create_store(Settings(data_dir=tmp_path, **server.settings_kw(**kw)))  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path, **server.settings_kw(**kw))
+    store = create_store(settings.storage, settings.data_dir)
     assert isinstance(store, S3Store)
     return store
 

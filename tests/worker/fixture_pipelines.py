@@ -96,7 +96,7 @@ def slot_probe(settings: Any) -> FakePipeline:
     """Records, per worker-slot process, the GPU it was given (``wanflash worker`` sets CUDA_VISIBLE_DEVICES)."""
     d = Path(settings.data_dir) / "slots"
     d.mkdir(parents=True, exist_ok=True)
-    (d / str(os.getpid())).write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')}|{settings.device}")
+    (d / str(os.getpid())).write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')}|{settings.engine.device}")
     return FakePipeline()
 
 class RankRecorder(FakePipeline):

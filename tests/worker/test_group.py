@@ -104,7 +104,7 @@ def test_group_broadcasts_agrees_on_cancel_and_restarts(group: tuple[Settings, G
     (hook,) = store.outbox_rows(a.task_uuid)  # type: ignore[attr-defined]
     assert f"/media/{result.key}?" in json.loads(hook["body"])["videoURL"]
     # The leader serves the group's metrics on the group's port.
-    text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{settings.observability.worker_metrics_port}/metrics", timeout=5).text
     assert 'wanflash_stage_duration_seconds_count{stage="upload"} 1.0' in text
 
     # 2. Cancel while running: only rank 0 learns it, yet both ranks stop after the same step.

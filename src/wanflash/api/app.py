@@ -8,7 +8,7 @@ them on shutdown. Without a supervisor (``wanflash api``) it is a stateless API 
 Either way tasks are planned for what the workers publish (:mod:`wanflash.api.fleet`), not for this process's
 engine settings.
 Routes: ``/v1`` (REST and WebSocket), ``/media``, ``/health``, ``/openapi.json``, ``/metrics``
-(unless ``settings.metrics`` is off) and the playground at ``/`` (when ``settings.playground``).
+(unless ``settings.observability.metrics`` is off) and the playground at ``/`` (when ``settings.server.playground``).
 
 Importing this module does not import torch: the pipeline is imported inside the executor (a child process by
 default).
@@ -88,9 +88,9 @@ def create_app(services: Services) -> Starlette:
         Route("/health", http.health, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
     ]
-    if settings.metrics:
+    if settings.observability.metrics:
         routes.append(Route("/metrics", ops.metrics, methods=["GET"]))
-    if settings.playground:
+    if settings.server.playground:
         routes += playground.routes()
     app = Starlette(
         routes=routes,
@@ -98,8 +98,8 @@ def create_app(services: Services) -> Starlette:
         exception_handlers={HTTPException: http_error},
         # HTTP only (WebSocket frames are capped by the server's ws_max_size): 413 over
         # max_body_bytes, 408 when a body dribbles in slower than body_deadline_seconds.
-        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes,
-                               body_deadline_s=settings.body_deadline_seconds)],
+        middleware=[Middleware(BodyLimits, max_body_bytes=settings.limits.max_body_bytes,
+                               body_deadline_s=settings.limits.body_deadline_seconds)],
     )
     app.state.services = services
     return app

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from wanflash.jobs.source import KeyStore, db_path, open_job_source, refuse_terminal_writes
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import ServerConfig, Settings
 
 
 def hash_key(raw: str) -> str:
@@ -30,8 +30,8 @@ def hash_key(raw: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, settings: Settings, store: KeyStore) -> None:
-        self._static = [hash_key(k) for k in settings.api_key_list]
+    def __init__(self, config: ServerConfig, store: KeyStore) -> None:
+        self._static = [hash_key(k) for k in config.api_key_list]
         self._store = store
 
     def verify(self, raw: object) -> bool:
@@ -63,16 +63,16 @@ def create_key(store: KeyStore) -> tuple[str, str]:
     return key_id, raw
 
 
-def ensure_first_key(settings: Settings, store: KeyStore) -> str | None:
+def ensure_first_key(config: ServerConfig, store: KeyStore) -> str | None:
     """On a fresh install (no key anywhere) create one and return it raw; otherwise None."""
-    if KeyRing(settings, store).has_any():
+    if KeyRing(config, store).has_any():
         return None
     return create_key(store)[1]
 
 
 def keys_cli(settings: Settings, args: argparse.Namespace) -> int:
     """``wanflash keys create | list | revoke ID`` (in PostgreSQL when ``WANFLASH_DATABASE_URL`` is set)."""
-    store = open_job_source(settings, outbox=refuse_terminal_writes, sqlite_path=db_path(settings))
+    store = open_job_source(settings.jobs, outbox=refuse_terminal_writes, sqlite_path=db_path(settings.data_dir))
     try:
         if args.action == "create":
             key_id, raw = create_key(store)

@@ -12,17 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import ServerConfig
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
-def trusted_hosts(settings: Settings) -> frozenset[str]:
+def trusted_hosts(config: ServerConfig) -> frozenset[str]:
     names = {h.lower() for h in LOOPBACK_NAMES}
-    if settings.host not in WILDCARDS:
-        names.add(settings.host.lower().strip("[]"))
-    names.update(h.strip().lower().strip("[]") for h in settings.allowed_hosts.split(",") if h.strip())
+    if config.host not in WILDCARDS:
+        names.add(config.host.lower().strip("[]"))
+    names.update(h.strip().lower().strip("[]") for h in config.allowed_hosts.split(",") if h.strip())
     return frozenset(names)
 
 
@@ -33,10 +33,10 @@ def _host_name(host_header: str) -> str:
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
-def link_base(settings: Settings, trusted: frozenset[str], scheme: str, host_header: str | None) -> str:
+def link_base(config: ServerConfig, trusted: frozenset[str], scheme: str, host_header: str | None) -> str:
     """``scheme://host`` for links in a reply to a request that came with ``host_header``."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
+    if config.public_url:
+        return config.public_url.rstrip("/")
     if host_header and _host_name(host_header) in trusted and all(c not in host_header for c in "/?#@ \\"):
         return f"{scheme}://{host_header.strip()}"
-    return settings.base_url
+    return config.base_url

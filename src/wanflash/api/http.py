@@ -56,12 +56,12 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 async def rest(request: Request) -> Response:
     svc = _services(request)
     try:
-        body = await _read_body(request, svc.settings.max_body_bytes)
+        body = await _read_body(request, svc.settings.limits.max_body_bytes)
     except ClientDisconnect:
         return Response(status_code=400)
     if body is None:
-        return _json(error_reply("payloadTooLarge", f"The request body exceeds {svc.settings.max_body_bytes} bytes.",
-                                 status=413))
+        limit = svc.settings.limits.max_body_bytes
+        return _json(error_reply("payloadTooLarge", f"The request body exceeds {limit} bytes.", status=413))
     parsed = parse_tasks(body)
     if isinstance(parsed, Reply):
         return _json(parsed)
@@ -81,7 +81,8 @@ async def rest(request: Request) -> Response:
         return JSONResponse({"errors": [INVALID_KEY]}, status_code=401)
 
     key_hash = hash_key(api_key) if isinstance(api_key, str) else None
-    base_url = link_base(svc.settings, trusted_hosts(svc.settings), request.url.scheme, request.headers.get("host"))
+    server = svc.settings.server
+    base_url = link_base(server, trusted_hosts(server), request.url.scheme, request.headers.get("host"))
     replies: list[Reply] = []
     pending = []
     pongs: set[int] = set()
@@ -144,7 +145,7 @@ async def health(request: Request) -> Response:
     return JSONResponse({
         "status": "ok" if ok else "degraded",
         "executor": {"kind": svc.executor.name, "state": executor_state},
-        "profile": svc.settings.profile,
+        "profile": svc.settings.engine.profile,
         "tasks": counts,  # counts only: /health needs no key, so it names no task
         "workers": workers,  # capabilities and counts, no task or worker names
     }, status_code=200 if ok else 503)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import LimitsConfig
     from wanflash.contract.protocol import VideoInferenceTask
     from wanflash.jobs.service import JobService
     from wanflash.storage.base import ObjectStore
@@ -67,13 +67,13 @@ def _retag(exc: InvalidRequest, where: _Where) -> InvalidRequest:
 
 
 class InputResolver:
-    def __init__(self, settings: Settings, jobs: JobService, storage: ObjectStore) -> None:
-        self.settings = settings
+    def __init__(self, limits: LimitsConfig, jobs: JobService, storage: ObjectStore) -> None:
+        self.limits = limits
         self.jobs = jobs
         self.storage = storage
         # At most this many images/audio files decode at once in this process: each can hold
         # hundreds of MB while it does; the rest wait here, holding only their encoded bytes.
-        self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
+        self._decodes = asyncio.Semaphore(limits.max_concurrent_decodes)
         memory.map_large_allocations()
 
     async def _bytes(self, ref: str, where: _Where) -> bytes:
@@ -93,14 +93,14 @@ class InputResolver:
         low = ref[:16].lower()
         if low.startswith(("http://", "https://")):
             try:
-                return await fetch_bytes(ref, parameter=where.parameter, max_bytes=self.settings.max_input_bytes,
-                                         deadline_s=self.settings.fetch_timeout_seconds,
-                                         allow_loopback=self.settings.allow_loopback_fetch)
+                return await fetch_bytes(ref, parameter=where.parameter, max_bytes=self.limits.max_input_bytes,
+                                         deadline_s=self.limits.fetch_timeout_seconds,
+                                         allow_loopback=self.limits.allow_loopback_fetch)
             except InvalidRequest as exc:
                 raise _retag(exc, where) from None
         try:
             data = await asyncio.to_thread(decode_base64_input, ref, parameter=where.parameter,
-                                           max_bytes=self.settings.max_input_bytes)
+                                           max_bytes=self.limits.max_input_bytes)
         except InvalidRequest as exc:
             raise _retag(exc, where) from None
         if data is None:  # a short string or something URL-like that is not http(s)
@@ -118,8 +118,8 @@ class InputResolver:
         path and ~25 ms more to decode in the worker. Otherwise the normalised pixels are stored as PNG.
         """
         try:
-            rgb = decode_image(data, parameter=where.parameter, max_pixels=self.settings.max_image_pixels,
-                               max_side=self.settings.max_stored_image_side)
+            rgb = decode_image(data, parameter=where.parameter, max_pixels=self.limits.max_image_pixels,
+                               max_side=self.limits.max_stored_image_side)
         except InvalidRequest as exc:
             raise _retag(exc, where) from None
         plain = _plain_decode(data, rgb.size)
@@ -142,7 +142,7 @@ class InputResolver:
 
     def _probe_audio(self, data: bytes, where: _Where) -> tuple[str, float]:
         try:
-            info = probe_audio(data, parameter=where.parameter, max_seconds=self.settings.max_audio_seconds)
+            info = probe_audio(data, parameter=where.parameter, max_seconds=self.limits.max_audio_seconds)
         except InvalidRequest as exc:
             raise _retag(exc, where) from None
         # probe_audio only accepts what sniff_audio recognised, so the kind names the container.

@@ -229,5 +229,5 @@ def _document(playground: bool, metrics: bool, metrics_token: bool, server: str)
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document for this server's settings (a fresh copy: callers may modify it)."""
-    return copy.deepcopy(_document(settings.playground, settings.metrics, bool(settings.metrics_token),
-                                   settings.base_url))
+    server, ops = settings.server, settings.observability
+    return copy.deepcopy(_document(server.playground, ops.metrics, bool(ops.metrics_token), server.base_url))

@@ -28,7 +28,7 @@ def _services(request: Request) -> Services:
 
 async def metrics(request: Request) -> Response:
     svc = _services(request)
-    if not bearer_ok(request.headers.get("authorization"), svc.settings.metrics_token):
+    if not bearer_ok(request.headers.get("authorization"), svc.settings.observability.metrics_token):
         return Response("unauthorized\n", status_code=401, media_type="text/plain",
                         headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     body = await asyncio.to_thread(svc.metrics.render)  # the store is read at scrape time

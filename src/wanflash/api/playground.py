@@ -1,4 +1,4 @@
-"""The playground: a web page at ``/`` (when ``settings.playground``) and the two helpers it calls.
+"""The playground: a web page at ``/`` (when ``settings.server.playground``) and the two helpers it calls.
 
 * ``GET /`` and ``/playground/*``: plain HTML, CSS and JavaScript shipped as package data
   (``wanflash/api/playground/``). Nothing comes from a CDN; the page's Content-Security-Policy
@@ -84,7 +84,7 @@ async def playground_config(services: Services) -> dict[str, Any]:
                                 "positivePrompt": "x", "resolution": "720p"})
     # The profile the workers serve (None before any worker has published, in `wanflash api`).
     target = await services.router.fleet.preview()
-    spec = plan_job(minimal, profile=target or get_profile(services.settings.profile))
+    spec = plan_job(minimal, profile=target or get_profile(services.settings.engine.profile))
     return {
         "model": MODEL_ID,
         "profile": target.profile if target else None,

@@ -119,10 +119,10 @@ class TaskRouter:
         self.links = links
         self.fleet = fleet
         self._submitting: set[str] = set()
-        self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.rate = RateLimiter(settings.limits.rate_limit_per_s, settings.limits.rate_limit_burst)
 
     def media_url(self, base_url: str, key: str, expires_at: float) -> str:
-        return self.links.url(key, expires_at, self.settings.public_url or base_url)
+        return self.links.url(key, expires_at, self.settings.server.public_url or base_url)
 
     async def handle(self, task: Any, base_url: str, key_hash: str | None = None) -> Reply:
         """Answer one task. ``key_hash`` (the caller's hashed API key) owns what the task creates, is
@@ -175,12 +175,12 @@ class TaskRouter:
             url = getattr(task, name)
             if url is not None:
                 try:
-                    validate_url(url, parameter=name, allow_loopback=self.settings.allow_loopback_fetch,
+                    validate_url(url, parameter=name, allow_loopback=self.settings.limits.allow_loopback_fetch,
                                  code=f"invalid{name[0].upper()}{name[1:]}")
                 except InvalidRequest as exc:
                     raise InvalidRequest([RunwareError(e.code, e.message, e.parameter, "videoInference", tu)
                                           for e in exc.errors]) from None
-        cap = self.settings.max_in_flight_per_key if key_hash is not None else None
+        cap = self.settings.limits.max_in_flight_per_key if key_hash is not None else None
         # Cheap early refusal before any input is fetched; the insert re-checks atomically.
         if cap is not None and await self.jobs.in_flight(key_hash) >= cap:  # type: ignore[arg-type]
             raise ServiceOverloaded(f"This API key already has {cap} tasks queued or running; retry when one "
@@ -219,14 +219,14 @@ class TaskRouter:
             r = not_found(tu)
         else:
             r = poll_reply(record, lambda key, exp: self.media_url(base_url, key, exp),
-                           default_ttl=self.settings.default_ttl_seconds)
+                           default_ttl=self.settings.jobs.default_ttl_seconds)
         return Reply(data=r.data, errors=r.errors, status=r.status)
 
     async def _image_upload(self, task: dict[str, Any], base_url: str, owner: str | None) -> Reply:
         check_task_uuid(task.get("taskUUID"), "imageUpload")
         tu = _str(task, "taskUUID")
         image_uuid, key = await self.resolver.upload_image(task.get("image"), tu, owner)
-        url = self.media_url(base_url, key, time.time() + self.settings.default_ttl_seconds)
+        url = self.media_url(base_url, key, time.time() + self.settings.jobs.default_ttl_seconds)
         return Reply(data=[{"taskType": "imageUpload", "taskUUID": tu, "imageUUID": image_uuid, "imageURL": url}])
 
     async def _media_storage(self, task: dict[str, Any], owner: str | None) -> Reply:

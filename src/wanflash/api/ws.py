@@ -52,7 +52,7 @@ POLICY_VIOLATION = 1008
 def http_base(ws: WebSocket, settings: Settings) -> str:
     """The origin for links in replies (ws -> http, wss -> https); see :mod:`wanflash.api.hosts`."""
     scheme = "https" if ws.url.scheme == "wss" else "http"
-    return link_base(settings, trusted_hosts(settings), scheme, ws.headers.get("host"))
+    return link_base(settings.server, trusted_hosts(settings.server), scheme, ws.headers.get("host"))
 
 
 class Session:

@@ -11,7 +11,7 @@ Guarantees:
   call" and its webhook examples are single result objects, not ``{"data": [...]}`` envelopes. The
   results of one task complete together here, so N messages are queued at once. A failed or
   cancelled task sends one message: the error item ``getResponse`` returns plus ``status: "error"``.
-  Links are built on ``settings.base_url`` (``public_url``), since no request is in context.
+  Links are built on ``WANFLASH_PUBLIC_URL`` (else http://host:port), since no request is in context.
 * ``webhook-id`` is ``msg_<taskUUID>_<i>`` (``_error`` for failures), stored in the row: identical
   on every retry and after restarts, so receivers dedupe on it. Body bytes are stored, not rebuilt.
 * :class:`OutboxDeliverer` leases due rows, makes **one** signed attempt per lease with
@@ -23,7 +23,7 @@ Guarantees:
   the message's ``expires_at`` (the output URL's expiry): the row ends ``expired``.
 * Every attempt's outcome is counted on ``metrics`` (``delivered``, ``retry`` when rescheduled, or
   the final state) and logged with the message's ``taskUUID``.
-* The signing secret is ``settings.webhook_secret``, else one generated once and kept in
+* The signing secret is ``WANFLASH_WEBHOOK_SECRET``, else one generated once and kept in
   ``<data_dir>/webhook_secret`` (mode 0600), like the URL-signing key.
 """
 
@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wanflash.delivery.background import BackgroundLoop
@@ -42,10 +41,8 @@ from wanflash.delivery.webhook import WebhookSender
 from wanflash.jobs.model import TaskState
 from wanflash.jobs.source import Outbox, OutboxMessage, TaskRecord
 from wanflash.observability.logs import redact_url, task_context
-from wanflash.signing import load_or_create_webhook_secret
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
     from wanflash.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -138,11 +135,4 @@ class OutboxDeliverer(BackgroundLoop):
         await asyncio.to_thread(self.store.outbox_result, m.msg_id, state=state, attempts=attempts, next_at=next_at,
                                 status=out.status, error=out.error)
 
-
-def build(settings: Settings, store: Outbox, metrics: Metrics | None = None) -> OutboxDeliverer:
-    """The (not yet started) delivery loop over ``store``, whose adapter was opened with
-    :func:`make_renderer`'s renderer."""
-    secret = load_or_create_webhook_secret(Path(settings.data_dir), settings.webhook_secret)
-    sender = WebhookSender(secret, allow_loopback=settings.allow_loopback_fetch)
-    return OutboxDeliverer(store, sender, metrics=metrics)
 

@@ -4,12 +4,12 @@ Guarantees:
 
 * Only terminal tasks are swept, and only once their links have expired (``finished`` + ``ttl``,
   the instant :func:`~wanflash.delivery.responses.expires_at` gives every link of the task) and
-  ``settings.media_grace_seconds`` more have passed. The grace lets a download that started before
+  ``config.media_grace_seconds`` more have passed. The grace lets a download that started before
   the expiry finish and resume (an open file outlives its unlink; a Range request does not).
 * Only the task's own objects go: its result files (``outputs/<taskUUID>/``) and its inputs
   (``inputs/<taskUUID>/``). Uploads (``imageUpload``, ``mediaStorage``) are referenced by UUID from
   any number of tasks, so they have their own clock: each is deleted
-  ``settings.upload_retention_seconds`` (30 days, Runware's figure) after its last use by a task,
+  ``config.upload_retention_seconds`` (30 days, Runware's figure) after its last use by a task,
   or after its upload if no task used it. The object goes first, then the index row, so a crash in
   between leaves a row whose next sweep finishes the job, never an object nobody can reach.
 * The task row stays, marked (``media_deleted``): ``getResponse`` keeps answering with the same
@@ -35,7 +35,7 @@ from wanflash.observability.logs import task_context
 from wanflash.storage.base import ObjectStore, StorageUnavailable
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import JobsConfig
     from wanflash.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,12 @@ class MediaSweeper(BackgroundLoop):
         return done
 
 
-def build(settings: Settings, store: MediaRetention, storage: ObjectStore,
+def build(config: JobsConfig, store: MediaRetention, storage: ObjectStore,
           metrics: Metrics | None = None) -> MediaSweeper | None:
     """The sweeper the settings ask for (not yet started); None when both retentions are -1 (keep all)."""
-    grace = settings.media_grace_seconds if settings.media_grace_seconds >= 0 else None
-    uploads = settings.upload_retention_seconds if settings.upload_retention_seconds >= 0 else None
+    grace = config.media_grace_seconds if config.media_grace_seconds >= 0 else None
+    uploads = config.upload_retention_seconds if config.upload_retention_seconds >= 0 else None
     if grace is None and uploads is None:
         return None
-    return MediaSweeper(store, storage, default_ttl=settings.default_ttl_seconds, grace=grace,
-                        upload_retention=uploads, interval=settings.media_sweep_seconds, metrics=metrics)
+    return MediaSweeper(store, storage, default_ttl=config.default_ttl_seconds, grace=grace,
+                        upload_retention=uploads, interval=config.media_sweep_seconds, metrics=metrics)

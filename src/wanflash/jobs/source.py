@@ -62,7 +62,7 @@ from wanflash.jobs.capabilities import WorkerCapabilities, WorkerRecord
 from wanflash.jobs.model import JobSpec, OutputRecord, TaskState, load_results
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import JobsConfig
 
 log = logging.getLogger(__name__)
 
@@ -409,23 +409,23 @@ def record_from_row(row: Row) -> TaskRecord:
     )
 
 
-def db_path(settings: Settings) -> Path:
+def db_path(data_dir: Path) -> Path:
     """The embedded SQLite job store's file under the data directory."""
-    return Path(settings.data_dir) / "wanflash.sqlite3"
+    return Path(data_dir) / "wanflash.sqlite3"
 
 
-def open_job_source(settings: Settings, *, outbox: OutboxRenderer, sqlite_path: Path | None = None) -> JobSource:
+def open_job_source(config: JobsConfig, *, outbox: OutboxRenderer, sqlite_path: Path | None = None) -> JobSource:
     """The adapter the settings ask for: PostgreSQL when ``database_url`` is set, else the SQLite file
     at ``sqlite_path``. ``outbox`` renders each terminal task's webhook messages
     (:func:`wanflash.delivery.outbox.make_renderer`, or :func:`refuse_terminal_writes`)."""
-    if settings.database_url:
+    if config.database_url:
         from wanflash.jobs.postgres import PostgresJobSource
 
-        return PostgresJobSource(settings.database_url, outbox=outbox, max_attempts=settings.max_attempts,
-                                 worker_heartbeat_seconds=settings.heartbeat_seconds,
-                                 stalled_worker_seconds=settings.lease_seconds)
+        return PostgresJobSource(config.database_url, outbox=outbox, max_attempts=config.max_attempts,
+                                 worker_heartbeat_seconds=config.heartbeat_seconds,
+                                 stalled_worker_seconds=config.lease_seconds)
     from wanflash.jobs.store import SqliteJobSource
 
     if sqlite_path is None:
         raise ValueError("no WANFLASH_DATABASE_URL and no SQLite path: nothing to open")
-    return SqliteJobSource(sqlite_path, outbox=outbox, max_attempts=settings.max_attempts)
+    return SqliteJobSource(sqlite_path, outbox=outbox, max_attempts=config.max_attempts)

@@ -5,7 +5,7 @@ task (the router handling a request, the supervisor running a job, the outbox de
 webhooks, the executor child rendering it). asyncio tasks and ``asyncio.to_thread`` copy the
 context, so every record logged inside, by any logger, carries ``taskUUID``; a record logged
 with ``extra={"taskUUID": ...}`` keeps its own. :func:`configure_logging` installs one root
-handler (JSON when ``settings.log_json``) with the filter that attaches it.
+handler (JSON when ``settings.observability.log_json``) with the filter that attaches it.
 
 Secrets stay out of the logs: URLs carry them in their query strings (a webhook's ``?token=``,
 a presigned PUT's signature, a ``/media`` link's ``sig``), so :class:`RedactFilter`, on the same

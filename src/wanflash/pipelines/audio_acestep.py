@@ -27,7 +27,7 @@ from wanflash.pipelines.audio import StepTick, auto_offload, load_audio_pipeline
 from wanflash.pipelines.wan import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import AudioConfig
 
 MIN_SECONDS = 10.0  # ACE-Step 1.5 generates 10 s to 10 min
 FADE_SECONDS = 0.05
@@ -40,21 +40,21 @@ class AceStepAudioBackend:
 
     conditioning = "prompt"
 
-    def __init__(self, settings: Settings, root: Path, *, name: str = "ace-step-1.5",
-                 default_steps: int = TURBO_STEPS) -> None:
-        self.settings = settings
+    def __init__(self, config: AudioConfig, root: Path, *, device: str = "auto", dtype: str = "auto",
+                 name: str = "ace-step-1.5", default_steps: int = TURBO_STEPS) -> None:
+        self.config = config
         self.root = Path(root)
         self.name = name
         self.default_steps = default_steps
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.pipe: AceStepPipeline | None = None
 
     @property
     def offload(self) -> str:
         """``auto``: resident (~3B parameters, ~6 GB in bf16) on a GPU of 40 GiB or more; below that each
         component visits the GPU only while it runs, leaving the memory to the video model's plan."""
-        return auto_offload(self.settings.audio_cpu_offload, self.device, resident_from_gib=40, small="model")
+        return auto_offload(self.config.cpu_offload, self.device, resident_from_gib=40, small="model")
 
     def load(self) -> None:
         if self.pipe is not None:
@@ -63,7 +63,7 @@ class AceStepAudioBackend:
 
     @property
     def steps(self) -> int:
-        return self.settings.audio_steps or self.default_steps
+        return self.config.steps or self.default_steps
 
     @property
     def sample_rate(self) -> int:

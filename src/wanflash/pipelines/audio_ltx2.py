@@ -44,7 +44,7 @@ from wanflash.pipelines.profiles import grid_size
 from wanflash.pipelines.wan import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import AudioConfig
 
 # Every guidance term off: one transformer pass per step (what the distilled weights are trained for).
 NO_GUIDANCE = {"guidance_scale": 1.0, "audio_guidance_scale": 1.0, "stg_scale": 0.0, "audio_stg_scale": 0.0,
@@ -90,13 +90,14 @@ class LTX2AudioBackend:
 
     conditioning = "video+prompt"
 
-    def __init__(self, settings: Settings, root: Path, recipe: LTX2Recipe) -> None:
-        self.settings = settings
+    def __init__(self, config: AudioConfig, root: Path, recipe: LTX2Recipe, *, device: str = "auto",
+                 dtype: str = "auto") -> None:
+        self.config = config
         self.root = Path(root)
         self.recipe = recipe
         self.name = recipe.name
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.pipe: LTX2ConditionPipeline | None = None
         self._embeds: tuple[tuple[str, str], dict[str, torch.Tensor]] | None = None
 
@@ -104,7 +105,7 @@ class LTX2AudioBackend:
     def offload(self) -> str:
         """``auto``: ``model`` on a GPU of 60 GiB or more (each part moves in once per clip), else ``group``
         (nothing resident: fits 24 GB, at the price of streaming the 19B transformer every step)."""
-        return auto_offload(self.settings.audio_cpu_offload, self.device, resident_from_gib=60, small="group",
+        return auto_offload(self.config.cpu_offload, self.device, resident_from_gib=60, small="group",
                             large="model")
 
     def load(self) -> None:
@@ -117,7 +118,7 @@ class LTX2AudioBackend:
     def steps(self) -> int:
         if self.recipe.sigmas is not None:
             return len(self.recipe.sigmas)  # a fixed, published schedule: WANFLASH_AUDIO_STEPS does not apply
-        return self.settings.audio_steps or self.recipe.steps
+        return self.config.steps or self.recipe.steps
 
     @property
     def sample_rate(self) -> int:

@@ -1,6 +1,6 @@
 """The offline NSFW detectors behind :class:`wanflash.pipelines.safety.ContentDetector`.
 
-Chosen by ``settings.safety_detector`` (see the README's *Content safety* section for the
+Chosen by ``WANFLASH_SAFETY_DETECTOR`` (see the README's *Content safety* section for the
 licence reasoning); every model is loaded from a local directory, never from a hub:
 
 * ``classifier``: any ``transformers`` image-classification checkpoint (e.g.
@@ -30,7 +30,7 @@ import numpy as np
 from wanflash.pipelines.safety import ContentDetector
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import SafetyConfig
 
 # NudeNet 3.x classes that count as NSFW (covered/face classes do not).
 NUDENET_NSFW = frozenset({
@@ -170,19 +170,19 @@ class NudeNetDetector(ContentDetector):
         return flags
 
 
-def build(settings: Settings) -> ContentDetector:
-    """The detector ``settings.safety_detector`` names, not loaded. ValueError / ImportError
+def build(config: SafetyConfig) -> ContentDetector:
+    """The detector ``config.detector`` names, not loaded. ValueError / ImportError
     when it cannot be built (a missing directory setting, a package not installed)."""
-    name = settings.safety_detector
+    name = config.detector
     if name == "classifier":
-        return ClassifierDetector(_model_dir(settings.safety_model_dir, name),
-                                  labels=settings.safety_labels.split(","), threshold=settings.safety_threshold,
-                                  device=settings.safety_device)
+        return ClassifierDetector(_model_dir(config.model_dir, name),
+                                  labels=config.labels.split(","), threshold=config.threshold,
+                                  device=config.device)
     if name == "clip":
-        return ClipSafetyDetector(_model_dir(settings.safety_model_dir, name), device=settings.safety_device)
+        return ClipSafetyDetector(_model_dir(config.model_dir, name), device=config.device)
     if name == "nudenet":
         if importlib.util.find_spec("nudenet") is None:
             raise ImportError("safety_detector='nudenet' needs the nudenet package: pip install 'wanflash[nudenet]' "
                               "(AGPL-3.0: read the README's Content safety section first)")
-        return NudeNetDetector(threshold=settings.safety_threshold)
+        return NudeNetDetector(threshold=config.threshold)
     raise ValueError(f"unknown safety_detector {name!r}")

@@ -46,7 +46,7 @@ from wanflash.pipelines.shots import (
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
+    from wanflash.config import PromptExtendConfig
 
 __all__ = [
     "ExtendResult",
@@ -492,23 +492,23 @@ class LocalExtender(PromptExtender):
         return str(text), None
 
 
-def create_extender(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> PromptExtender:
+def create_extender(config: PromptExtendConfig, *, transport: httpx.BaseTransport | None = None) -> PromptExtender:
     """The extender ``settings`` ask for. A misconfigured backend (missing URL or directory,
     bad scheme) is logged and becomes a passthrough whose note says why: never an exception."""
-    backend = settings.prompt_extend_backend
+    backend = config.backend
     if backend == "local":
-        if settings.prompt_extend_model_dir is None:
+        if config.model_dir is None:
             return _misconfigured("local", "prompt_extend_model_dir is not set")
-        return LocalExtender(settings.prompt_extend_model_dir, device=settings.prompt_extend_device)
+        return LocalExtender(config.model_dir, device=config.device)
     if backend == "openai":
-        if not settings.prompt_extend_url:
+        if not config.url:
             return _misconfigured("openai", "prompt_extend_url is not set")
         try:
             return OpenAIExtender(
-                settings.prompt_extend_url,
-                model=settings.prompt_extend_model,
-                api_key=settings.prompt_extend_api_key,
-                timeout_s=settings.prompt_extend_timeout_s,
+                config.url,
+                model=config.model,
+                api_key=config.api_key,
+                timeout_s=config.timeout_s,
                 transport=transport,
             )
         except ValueError as exc:

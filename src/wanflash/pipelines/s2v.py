@@ -47,7 +47,7 @@ from wanflash.pipelines.wan import resolve_device, resolve_dtype
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
+    from wanflash.config import A2VConfig
     from wanflash.jobs.model import JobSpec
 
 STAGE = "denoise"
@@ -152,17 +152,18 @@ def clip_plan(num_frames: int, frames_per_clip: int) -> int:
 class S2VStage:
     """Image + track (+ prompt) -> frames with Wan2.2-S2V; see the module docstring."""
 
-    def __init__(self, settings: Settings, root: Path, recipe: S2VRecipe) -> None:
-        self.settings = settings
+    def __init__(self, config: A2VConfig, root: Path, recipe: S2VRecipe, *, device: str = "auto",
+                 dtype: str = "auto") -> None:
+        self.config = config
         self.root = Path(root)
         self.recipe = recipe
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.parts: dict[str, Any] | None = None
 
     @property
     def steps(self) -> int:
-        return self.settings.a2v_steps or self.recipe.steps
+        return self.config.steps or self.recipe.steps
 
     def load(self) -> None:
         if self.parts is not None:

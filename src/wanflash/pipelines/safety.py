@@ -6,7 +6,7 @@ interface, and the per-job check.
 * :class:`ContentDetector` is the small interface every detector implements (``load`` once,
   ``detect`` a batch of RGB frames -> one flag per frame). The implementations live in
   :mod:`wanflash.pipelines.detectors` (the torch / ONNX code) and are chosen by
-  ``settings.safety_detector``; :func:`create_checker` builds the configured one, unloaded.
+  ``WANFLASH_SAFETY_DETECTOR``; :func:`create_checker` builds the configured one, unloaded.
 * :class:`SafetyRun` is one job's check: the input image before anything is generated, then
   the sampled frames of every result. Each result's ``NSFWContent`` is true when one of its
   checked frames, or the input image, was flagged. With ``safety_withhold`` (the default) a
@@ -35,7 +35,7 @@ from wanflash.pipelines.base import OnStep, no_progress
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
+    from wanflash.config import SafetyConfig
     from wanflash.jobs.model import JobSpec
 
 log = logging.getLogger(__name__)
@@ -194,18 +194,18 @@ class SafetyRun:
                 "input": self.input_flag, "results": self.results}
 
 
-def create_checker(settings: Settings) -> ContentChecker | None:
+def create_checker(config: SafetyConfig) -> ContentChecker | None:
     """The configured checker (detector not loaded yet), or None when ``safety_detector`` is
     ``none``. A misconfigured detector still gives a checker, whose jobs fail with the reason."""
-    name = settings.safety_detector
+    name = config.detector
     if name == "none":
         return None
     from wanflash.pipelines import detectors
 
     detector: ContentDetector
     try:
-        detector = detectors.build(settings)
+        detector = detectors.build(config)
     except (ValueError, ImportError) as exc:
         log.error("content detector %r unavailable: %s", name, exc)
         detector = DetectorUnavailable(name, str(exc))
-    return ContentChecker(detector, withhold=settings.safety_withhold)
+    return ContentChecker(detector, withhold=config.withhold)

@@ -44,7 +44,7 @@ from wanflash.pipelines.profiles import Profile, Sampler, plan_segments
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
+    from wanflash.config import EngineConfig
     from wanflash.jobs.model import JobSpec
 
 log = logging.getLogger(__name__)
@@ -123,14 +123,14 @@ def segment_seed(seed: int, index: int) -> int:
 class WanVideoPipeline:
     """``VideoPipeline`` over diffusers' Wan pipelines; see the module docstring."""
 
-    def __init__(self, settings: Settings, profile: Profile, root: Path, *, lora_dir: Path | None = None) -> None:
-        self.settings = settings
+    def __init__(self, engine: EngineConfig, profile: Profile, root: Path, *, lora_dir: Path | None = None) -> None:
+        self.engine = engine
         self.profile = profile
         self.root = Path(root)
         self.lora_dir = lora_dir
         self.name = profile.name
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.device = resolve_device(engine.device)
+        self.dtype = resolve_dtype(engine.dtype, self.device)
         self.i2v: WanImageToVideoPipeline | None = None
         self.t2v: WanPipeline | None = None
         self._offloaded_for: Any = None
@@ -183,15 +183,15 @@ class WanVideoPipeline:
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
         transformers = self._transformers(i2v, t2v)
-        if self.settings.attention_backend:
+        if self.engine.attention_backend:
             for t in transformers:
-                t.set_attention_backend(self.settings.attention_backend)
+                t.set_attention_backend(self.engine.attention_backend)
         separate_t2v = t2v is not None and t2v.transformer is not i2v.transformer
-        self.plan = choose_plan(self.profile.name, gpu_total_bytes(self.device), setting=self.settings.memory_setting,
-                                fp8=self.settings.fp8_weights, vae_tiling=self.settings.vae_tiling,
-                                native_1080p=self.settings.native_1080p, t2v=separate_t2v)
+        self.plan = choose_plan(self.profile.name, gpu_total_bytes(self.device), setting=self.engine.memory_setting,
+                                fp8=self.engine.fp8_weights, vae_tiling=self.engine.vae_tiling,
+                                native_1080p=self.engine.native_1080p, t2v=separate_t2v)
         apply_plan(self.plan, (i2v, t2v), self.device, self.dtype)
-        if self.settings.compile:
+        if self.engine.compile:
             for t in transformers:
                 t.compile_repeated_blocks(fullgraph=True)
         self.i2v, self.t2v = i2v, t2v
@@ -266,7 +266,7 @@ class WanVideoPipeline:
             raise RuntimeError("call load() before generate()")
         if not spec.seeds:
             raise ValueError("spec.seeds is empty")
-        batch = self.settings.batch_results and len(spec.seeds) > 1
+        batch = self.engine.batch_results and len(spec.seeds) > 1
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # memory_stats()' peak is per job
         try:

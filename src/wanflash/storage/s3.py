@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from wanflash.storage.base import StorageUnavailable, check_key, content_type_for
 
 if TYPE_CHECKING:
-    from wanflash.config import Settings
+    from wanflash.config import StorageConfig
 
 MAX_PRESIGN_SECONDS = 604800  # SigV4: X-Amz-Expires must be at most 7 days
 
@@ -61,13 +61,13 @@ class S3Store:
                              if public_endpoint_url else self.client)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store:
-        if not settings.s3_bucket:
+    def from_config(cls, config: StorageConfig) -> S3Store:
+        if not config.bucket:
             raise ValueError("WANFLASH_STORAGE=s3 needs WANFLASH_S3_BUCKET")
-        return cls(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
-                   public_endpoint_url=settings.s3_public_endpoint_url, region=settings.s3_region,
-                   access_key_id=settings.s3_access_key_id, secret_access_key=settings.s3_secret_access_key,
-                   path_style=settings.s3_path_style)
+        return cls(config.bucket, prefix=config.prefix, endpoint_url=config.endpoint_url,
+                   public_endpoint_url=config.public_endpoint_url, region=config.region,
+                   access_key_id=config.access_key_id, secret_access_key=config.secret_access_key,
+                   path_style=config.path_style)
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)

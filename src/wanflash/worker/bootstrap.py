@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def bootstrap_process(settings: Settings, *, label: str | None = None, parent_pid: int | None = None,
                       on_orphaned: Callable[[], object] | None = None) -> None:
     """Configure logging for this process; with ``parent_pid``, act when that parent is gone."""
-    configure_logging(json_lines=settings.log_json, process_label=label)
+    configure_logging(json_lines=settings.observability.log_json, process_label=label)
     if parent_pid is not None:
         watch_parent(parent_pid, on_orphaned)
 

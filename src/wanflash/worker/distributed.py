@@ -76,7 +76,7 @@ def run_worker(settings: Settings, *, gpus: list[str], group_size: int = 1,
                pipeline_factory: str | None = None) -> int:
     """Run worker slots until SIGTERM/SIGINT; returns the exit status."""
     bootstrap_process(settings, label="worker")
-    if not settings.database_url:
+    if not settings.jobs.database_url:
         print("wanflash worker needs WANFLASH_DATABASE_URL (PostgreSQL); `wanflash serve` runs the embedded "
               "all-in-one mode instead.", file=sys.stderr)
         return 2
@@ -104,8 +104,8 @@ class _Parent:
         from wanflash.config import child_environment
 
         settings = for_slot(self.settings, self.gpus.index(gpu))
-        if gpu == "cpu" and settings.device == "auto":
-            settings = settings.model_copy(update={"device": "cpu"})
+        if gpu == "cpu" and settings.engine.device == "auto":
+            settings = settings.replace(device="cpu")
         cmd = [sys.executable, "-m", "wanflash.worker.distributed", "--slot", gpu, "--parent", str(os.getpid())]
         if self.pipeline_factory:
             cmd += ["--pipeline-factory", self.pipeline_factory]
@@ -128,9 +128,9 @@ class _Parent:
 
 def for_slot(settings: Settings, index: int) -> Settings:
     """The settings of slot (or group) ``index``: its own metrics port."""
-    if settings.worker_metrics_port is None:
+    if settings.observability.worker_metrics_port is None:
         return settings
-    return settings.model_copy(update={"worker_metrics_port": settings.worker_metrics_port + index})
+    return settings.replace(worker_metrics_port=settings.observability.worker_metrics_port + index)
 
 
 async def serve_jobs(settings: Settings, *, pipeline_factory: str | None = None, parent_pid: int | None = None) -> None:

@@ -358,8 +358,8 @@ class SubprocessExecutor:
 
 def create_executor(settings: Settings, factory: PipelineFactory | str | None = None,
                     kind: str | None = None) -> Executor:
-    """``settings.executor`` (or ``kind``) -> an executor running pipelines from ``factory``."""
-    chosen = kind or settings.executor
+    """``settings.engine.executor`` (or ``kind``) -> an executor running pipelines from ``factory``."""
+    chosen = kind or settings.engine.executor
     f: PipelineFactory | str = factory if factory is not None else DEFAULT_FACTORY
     if chosen == "subprocess":
         return SubprocessExecutor(settings, f)

@@ -28,7 +28,7 @@ from wanflash.errors import InvalidRequest, JobCancelled, JobFailed
 if TYPE_CHECKING:
     from PIL import Image
 
-    from wanflash.config import Settings
+    from wanflash.config import LimitsConfig, Settings
 
 
 def build_task(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,23 +67,23 @@ def build_task(args: argparse.Namespace) -> dict[str, Any]:
     return task
 
 
-def load_image(ref: str, settings: Settings) -> Image.Image:
+def load_image(ref: str, limits: LimitsConfig) -> Image.Image:
     """A local path or an http(s) URL, decoded and size-checked."""
     from PIL import Image
 
     if ref.lower().startswith(("http://", "https://")):
         import httpx
 
-        resp = httpx.get(ref, timeout=settings.fetch_timeout_seconds, follow_redirects=True)
+        resp = httpx.get(ref, timeout=limits.fetch_timeout_seconds, follow_redirects=True)
         resp.raise_for_status()
-        if len(resp.content) > settings.max_input_bytes:
-            raise ValueError(f"image at {ref} is larger than {settings.max_input_bytes} bytes")
+        if len(resp.content) > limits.max_input_bytes:
+            raise ValueError(f"image at {ref} is larger than {limits.max_input_bytes} bytes")
         data = resp.content
     else:
         data = Path(ref).expanduser().read_bytes()
     img = Image.open(io.BytesIO(data))
-    if img.width * img.height > settings.max_image_pixels:
-        raise ValueError(f"image is {img.width}x{img.height}, more than {settings.max_image_pixels} pixels")
+    if img.width * img.height > limits.max_image_pixels:
+        raise ValueError(f"image is {img.width}x{img.height}, more than {limits.max_image_pixels} pixels")
     img.load()
     return img.convert("RGB")
 
@@ -133,8 +133,8 @@ def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
     err = sys.stderr
     task = build_task(args)
     try:
-        parsed = parse_video_task(task, native_audio=settings.audio_model != "none")
-        if settings.safety_detector == "none" and requested_safety_mode(parsed) != "none":
+        parsed = parse_video_task(task, native_audio=settings.audio.model != "none")
+        if settings.safety.detector == "none" and requested_safety_mode(parsed) != "none":
             raise InvalidRequest([unsupported_safety(
                 parsed, "this machine has no content detector configured (WANFLASH_SAFETY_DETECTOR)")])
     except InvalidRequest as exc:
@@ -145,11 +145,11 @@ def generate_cli(settings: Settings, args: argparse.Namespace) -> int:
     image = None
     if args.image:
         try:
-            image = load_image(args.image, settings)
+            image = load_image(args.image, settings.limits)
         except Exception as exc:  # any unreadable input is the caller's error, named by parameter
             print(f"error: inputs.frameImages: cannot read image {args.image!r}: {exc}", file=err)
             return 2
-    profile = get_profile(settings.profile)
+    profile = get_profile(settings.engine.profile)
     inputs = ResolvedInputs(image_key=args.image, image_size=image.size if image else None)
     spec = plan_job(parsed, profile=profile, inputs=inputs)
 

@@ -73,7 +73,7 @@ def default_source(settings: Settings, *, outbox: OutboxRenderer) -> JobSource:
     file), rendering webhooks with ``outbox``."""
     from wanflash.jobs.source import db_path, open_job_source
 
-    return open_job_source(settings, outbox=outbox, sqlite_path=db_path(settings))
+    return open_job_source(settings.jobs, outbox=outbox, sqlite_path=db_path(settings.data_dir))
 
 
 # ------------------------------------------------------------------ rank processes (torch side)
@@ -213,7 +213,7 @@ def rank_main(settings: Settings, rank: int, world: int, init_method: str, gpu: 
 
     comm = GroupComm(rank, world, init_method, device, timeout_s=COLLECTIVE_TIMEOUT_S)
     # The leader renders (extender and checker too); followers only generate.
-    renderer = Renderer.from_settings(settings.model_copy(update={"device": device}), factory,
+    renderer = Renderer.from_settings(settings.replace(device=device), factory,
                                       generate_only=rank != 0)
     transformers = split_targets(renderer.pipeline)
     if world > 1:

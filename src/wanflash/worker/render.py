@@ -184,7 +184,7 @@ class Renderer:
         from wanflash.pipelines.prompt_extend import create_extender
         from wanflash.pipelines.safety import create_checker
 
-        return cls(pipeline, create_extender(settings), create_checker(settings))
+        return cls(pipeline, create_extender(settings.prompt_extend), create_checker(settings.safety))
 
     @property
     def name(self) -> str:

@@ -116,10 +116,10 @@ def capabilities_for(settings: Settings) -> WorkerCapabilities:
     """What a worker started with these settings serves."""
     from wanflash.pipelines.profiles import get_profile  # plain data, no torch
 
-    profile = get_profile(settings.profile)
+    profile = get_profile(settings.engine.profile)
     return WorkerCapabilities(profile=profile.name, fps=profile.fps, max_clip_frames=profile.max_clip_frames,
-                              native_audio=settings.audio_model, safety_detector=settings.safety_detector,
-                              prompt_extend=settings.prompt_extend_backend)
+                              native_audio=settings.audio.model, safety_detector=settings.safety.detector,
+                              prompt_extend=settings.prompt_extend.backend)
 
 
 class ProgressWriter:
@@ -197,7 +197,7 @@ class Supervisor:
         # procrastinate (worker heartbeat) and listen for dispatch and abort notifications.
         self.store.worker_started(sole=self.release_orphans)
         # Before the model loads: the API may queue for this worker at once (the task waits for the load).
-        self.store.publish_worker(self.owner, self.caps, self.settings.lease_seconds)
+        self.store.publish_worker(self.owner, self.caps, self.settings.jobs.lease_seconds)
         loop = asyncio.get_running_loop()
 
         def on_event(event: TaskEvent) -> None:  # called from the store's thread
@@ -215,9 +215,10 @@ class Supervisor:
         """Refresh this worker's record, while it runs a task too: it stays live. Every third of its
         ttl, so a record outlives two lost writes, at one write (one fsync embedded) per 10 s by default."""
         while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
+            await asyncio.sleep(self.settings.jobs.lease_seconds / 3)
             try:
-                await asyncio.to_thread(self.store.publish_worker, self.owner, self.caps, self.settings.lease_seconds)
+                await asyncio.to_thread(self.store.publish_worker, self.owner, self.caps,
+                                        self.settings.jobs.lease_seconds)
             except Exception:
                 log.warning("publishing this worker's capabilities failed", exc_info=True)
 
@@ -246,7 +247,7 @@ class Supervisor:
     async def _loop(self) -> None:
         while True:
             try:
-                claim = await asyncio.to_thread(self.store.claim, self.owner, self.settings.lease_seconds,
+                claim = await asyncio.to_thread(self.store.claim, self.owner, self.settings.jobs.lease_seconds,
                                                 queues=self.caps.queues())
             except Exception:
                 log.exception("claim failed")
@@ -299,8 +300,8 @@ class Supervisor:
 
         async def heartbeat() -> None:
             while True:
-                await asyncio.sleep(self.settings.heartbeat_seconds)
-                ok = await asyncio.to_thread(self.store.heartbeat, tu, attempt, self.settings.lease_seconds)
+                await asyncio.sleep(self.settings.jobs.heartbeat_seconds)
+                ok = await asyncio.to_thread(self.store.heartbeat, tu, attempt, self.settings.jobs.lease_seconds)
                 if not ok:
                     lost.set()
                     self.executor.cancel(tu)
@@ -315,7 +316,7 @@ class Supervisor:
                          image_path=inputs[0], audio_path=inputs[1])
             if self.metrics is not None:
                 self.metrics.observe_stage("queue_wait", time.time() - claim.created)
-            done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.job_deadline_seconds)
+            done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.jobs.job_deadline_seconds)
             await writer.drain()  # the last progress is stored before the terminal state
             if lost.is_set():
                 log.warning("task %s attempt %d lost its lease; dropping its result", tu, attempt)
@@ -343,7 +344,7 @@ class Supervisor:
             await self.executor.restart()
             await asyncio.to_thread(
                 self.store.fail, tu, attempt, "timeout",
-                f"generation did not finish within {self.settings.job_deadline_seconds:.0f} s")
+                f"generation did not finish within {self.settings.jobs.job_deadline_seconds:.0f} s")
         except JobFailed as exc:
             log.warning("task %s failed: %s: %s", tu, exc.code, exc.message)
             await asyncio.to_thread(self.store.fail, tu, attempt, exc.code, exc.message, retryable=exc.retryable)
@@ -387,7 +388,7 @@ class Supervisor:
         first = results[0].key
         path = self.storage.local_path(first)
         await put_output(endpoint, path if path is not None else self.storage.read_bytes(first),
-                         content_type=content_type_for(first), allow_loopback=self.settings.allow_loopback_fetch)
+                         content_type=content_type_for(first), allow_loopback=self.settings.limits.allow_loopback_fetch)
 
     def _materialize(self, keys: list[str | None], out_dir: Path) -> list[str | None]:
         """Local paths for the input keys: the store's own file, or a download into ``out_dir/inputs``."""
