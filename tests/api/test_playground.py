@@ -32,7 +32,7 @@ def task(**kw: Any) -> dict[str, Any]:
 
 
 def test_off_unless_enabled(tmp_path: Path) -> None:
-    assert Settings().playground is False  # `make run` turns it on
+    assert Settings().server.playground is False  # `make run` turns it on
     with live_server(make_settings(tmp_path / "data"), pipeline_factory=FAKE) as s:
         for path in ("/", "/playground/config.json", "/playground/playground.js"):
             assert httpx.get(s.http_url + path).status_code == 404, path

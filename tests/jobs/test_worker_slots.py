@@ -37,8 +37,8 @@ def slots(d: Path) -> dict[str, str]:
 
 def test_each_slot_gets_its_own_metrics_port() -> None:
     base = Settings(worker_metrics_port=9400)
-    assert [for_slot(base, i).worker_metrics_port for i in range(3)] == [9400, 9401, 9402]
-    assert for_slot(Settings(), 2).worker_metrics_port is None  # unset: no metrics server anywhere
+    assert [for_slot(base, i).observability.worker_metrics_port for i in range(3)] == [9400, 9401, 9402]
+    assert for_slot(Settings(), 2).observability.worker_metrics_port is None  # unset: no metrics server anywhere
 
 
 def test_one_slot_per_gpu_with_its_device_and_restart(pg_server: PgServer, tmp_path: Path) -> None:

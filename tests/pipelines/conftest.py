@@ -19,9 +19,10 @@ from wanflash.jobs.model import JobSpec  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # The bare Wan engine: the native-audio stage has its own tests (test_audio.py).
+    # The bare Wan engine: the native-audio and audio-to-video stages have their own tests
+    # (test_audio.py, test_s2v*.py).
     return Settings(data_dir=tmp_path_factory.mktemp("wanflash-data"), profile="tiny", device="cpu",
-                    audio_model="none")
+                    audio_model="none", a2v_model="none")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,16 @@ def make_spec(width: int = 1280, height: int = 720, duration: int = 2, seeds: li
 @pytest.fixture
 def spec_factory():
     return make_spec
+
+
+@pytest.fixture
+def short_clips(engine, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Clips of at most 17 frames, so that a 2 s request (32 frames) is chained from two clips: the
+    chaining logic at a fifth of the 81-frame clips' cost. Returns the cap."""
+    import dataclasses
+
+    monkeypatch.setattr(engine, "profile", dataclasses.replace(engine.profile, max_clip_frames=17))
+    return 17
 
 
 @pytest.fixture

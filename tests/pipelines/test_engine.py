@@ -84,18 +84,19 @@ def test_same_seed_same_video_whatever_the_batch(engine, image, spec_factory) ->
     assert not np.array_equal(batch.videos[0], one)
 
 
-def test_chained_batch_matches_single(engine, image, spec_factory) -> None:
+def test_chained_batch_matches_single(engine, image, spec_factory, short_clips) -> None:
     """Chained clips restart each result from its own last frame, also inside a batch."""
-    single = engine.generate(spec_factory(1280, 720, duration=6, seeds=[5]), image=image)
-    batch = engine.generate(spec_factory(1280, 720, duration=6, seeds=[5, 6]), image=image)
+    single = engine.generate(spec_factory(1280, 720, duration=2, seeds=[5]), image=image)
+    batch = engine.generate(spec_factory(1280, 720, duration=2, seeds=[5, 6]), image=image)
     assert len(single.info["clips"]) == 2
     assert np.abs(batch.videos[0].astype(int) - single.videos[0].astype(int)).max() <= 1
 
 
-def test_progress_counts_every_step(engine, image, spec_factory) -> None:
+def test_progress_counts_every_step(engine, image, spec_factory, short_clips) -> None:
     calls: list[tuple[int, int, str]] = []
-    result = engine.generate(spec_factory(1280, 720, duration=6), lambda *a: calls.append(a), image=image)
+    result = engine.generate(spec_factory(1280, 720, duration=2), lambda *a: calls.append(a), image=image)
     clips = len(result.info["clips"])
+    assert clips == 2
     total = engine.profile.steps * clips
     assert [c[0] for c in calls] == list(range(1, total + 1))
     assert {c[1] for c in calls} == {total}
@@ -132,7 +133,7 @@ def test_cancel_skips_decode(engine, image, spec_factory, decode_counter) -> Non
     assert decode_counter["n"] == 1
 
 
-def test_cancel_in_a_later_clip(engine, image, spec_factory, decode_counter) -> None:
+def test_cancel_in_a_later_clip(engine, image, spec_factory, decode_counter, short_clips) -> None:
     steps = engine.profile.steps
 
     def cancel_in_second_clip(step: int, total: int, stage: str) -> None:
@@ -140,7 +141,7 @@ def test_cancel_in_a_later_clip(engine, image, spec_factory, decode_counter) -> 
             raise JobCancelled("cancelled by test")
 
     with pytest.raises(JobCancelled):
-        engine.generate(spec_factory(1280, 720, duration=6), cancel_in_second_clip, image=image)
+        engine.generate(spec_factory(1280, 720, duration=2), cancel_in_second_clip, image=image)
     assert decode_counter["n"] == 1  # the first clip was decoded, the second never was
 
 

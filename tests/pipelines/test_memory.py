@@ -130,10 +130,10 @@ def test_native_1080p_generation_size() -> None:
 
 
 def test_settings_map_the_deprecated_cpu_offload() -> None:
-    assert Settings(cpu_offload="model").memory_setting == "model_offload"
-    assert Settings(cpu_offload="group", memory="group_offload").memory_setting == "group_offload"
-    assert Settings(memory="full").memory_setting == "full"
-    assert Settings().memory_setting == "auto"
+    assert Settings(cpu_offload="model").engine.memory_setting == "model_offload"
+    assert Settings(cpu_offload="group", memory="group_offload").engine.memory_setting == "group_offload"
+    assert Settings(memory="full").engine.memory_setting == "full"
+    assert Settings().engine.memory_setting == "auto"
     with pytest.raises(ValueError, match="WANFLASH_CPU_OFFLOAD"):
         Settings(cpu_offload="model", memory="group_offload")
 
