@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.jobs.records import no_webhooks
-from tests.pipelines.published_layouts import LORA_FILES, Layouts, lora_state_dict, reference
+from tests.pipelines.published_layouts import LORA_FILES, Layouts, diffusers_format_lora, lora_state_dict, reference
 from wanflash.cli import main
 
 
@@ -194,6 +194,21 @@ def test_doctor_fails_loras_that_do_not_fit(published: Layouts, tmp_path: Path) 
     save_file(lora_state_dict(cfg, i2v=True, seed=4), str(bad / "i2v_low.safetensors"))
     checks = lora_checks(tmp_path, published.i2v_a14b, bad)
     assert checks["loras"].status == "fail" and "i2v_high.safetensors, i2v_high_v2.safetensors" in checks["loras"].detail
+
+
+def test_doctor_reads_diffusers_format_loras(published: Layouts, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    cfg = reference()["layouts"]["Wan-AI/Wan2.2-I2V-A14B-Diffusers"]["transformer"]
+    loras = tmp_path / "diffusers-loras"
+    loras.mkdir()
+    save_file(diffusers_format_lora(lora_state_dict(cfg, i2v=True, seed=1)), str(loras / "i2v_high.safetensors"))
+    narrow = {k: (v[:, :20].contiguous() if "ffn.net.0.proj.lora_A" in k else v)
+              for k, v in diffusers_format_lora(lora_state_dict(cfg, i2v=True, seed=2)).items()}
+    save_file(narrow, str(loras / "i2v_low.safetensors"))
+    checks = lora_checks(tmp_path, published.i2v_a14b, loras)
+    assert checks["lora i2v high"].status == "ok" and "rank 4, 2 blocks" in checks["lora i2v high"].detail
+    assert checks["lora i2v low"].status == "fail" and "ffn.0 input 20 (model 24)" in checks["lora i2v low"].detail
 
 
 def test_doctor_says_what_inputs_audio_does(tmp_path: Path, capsys: pytest.CaptureFixture[str],

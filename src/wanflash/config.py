@@ -306,8 +306,8 @@ class Settings(BaseModel):
         """Route flat names (``profile=``, ``s3_bucket=``) to their sections; read the environment for the rest."""
         if not isinstance(data, dict):
             return data
-        env_file = data.pop("_env_file", None)
         flat = dict(data)
+        env_file = flat.pop("_env_file", None)
         out: dict[str, Any] = {}
         if "data_dir" in flat:
             out["data_dir"] = flat.pop("data_dir")

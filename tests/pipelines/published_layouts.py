@@ -17,6 +17,7 @@ per test session.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,20 @@ def lora_state_dict(transformer_cfg: dict[str, Any], *, i2v: bool, seed: int) ->
     sd["diffusion_model.head.head.diff"] = t(out, inner)
     sd["diffusion_model.head.head.diff_b"] = t(out)
     return sd
+
+
+def diffusers_format_lora(sd: dict[str, object]) -> dict[str, object]:
+    """The same LoRA under diffusers' WanTransformer3DModel module names (lora_A/lora_B, attn1.to_q, ffn.net.0.proj)."""
+    names = {**{f"self_attn.{p}": f"attn1.to_{p}" for p in "qkv"}, "self_attn.o": "attn1.to_out.0",
+             **{f"cross_attn.{p}": f"attn2.to_{p}" for p in "qkv"}, "cross_attn.o": "attn2.to_out.0",
+             "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2"}
+    out = {}
+    for key, value in sd.items():
+        m = re.fullmatch(r"diffusion_model\.blocks\.(\d+)\.(.+)\.lora_(down|up)\.weight", key)
+        if m and m.group(2) in names:
+            ab = "A" if m.group(3) == "down" else "B"
+            out[f"transformer.blocks.{m.group(1)}.{names[m.group(2)]}.lora_{ab}.weight"] = value
+    return out
 
 
 def write_layouts(root: Path) -> Layouts:

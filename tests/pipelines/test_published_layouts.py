@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.published_layouts import LORA_FILES, Layouts
+from tests.pipelines.published_layouts import LORA_FILES, Layouts, diffusers_format_lora
 from wanflash.config import Settings
 from wanflash.pipelines.loras import LoraMismatch, assign, classify
 from wanflash.pipelines.profiles import get_profile
@@ -63,6 +63,25 @@ def test_whole_lora_repo_goes_to_the_right_experts_and_is_fused(published: Layou
         # The adapters are gone after fusing: plain layers, nothing left for peft to apply.
         assert not [n for n, _ in model.named_modules() if "lora" in n], (task, component)
         assert not getattr(model, "peft_config", None)
+
+
+def test_diffusers_format_loras_load_and_fuse(published: Layouts, tmp_path: Path) -> None:
+    """The same LoRAs saved under diffusers' module names (as PEFT/diffusers trainers write them) fuse alike."""
+    from safetensors.torch import load_file, save_file
+
+    repo = tmp_path / "diffusers-loras"
+    repo.mkdir()
+    for name in LORA_FILES[:2]:  # the i2v pair
+        save_file(diffusers_format_lora(load_file(str(published.loras / name))), str(repo / name))
+    plain = load(tmp_path / "plain", "wan2.2-i2v-a14b", published.i2v_a14b)
+    pipe = load(tmp_path / "fused", "wan2.2-i2v-a14b", published.i2v_a14b, repo)
+    for component, name in (("transformer", LORA_FILES[0]), ("transformer_2", LORA_FILES[1])):
+        sd = load_file(str(repo / name))
+        delta = (sd["transformer.blocks.0.attn1.to_q.lora_B.weight"].float()
+                 @ sd["transformer.blocks.0.attn1.to_q.lora_A.weight"].float())
+        got = getattr(pipe.i2v, component).get_submodule("blocks.0.attn1.to_q").weight.detach().float()
+        base = getattr(plain.i2v, component).get_submodule("blocks.0.attn1.to_q").weight.detach().float()
+        assert torch.allclose(got, base + delta, atol=1e-3), component
 
 
 def test_one_file_per_expert_or_a_clear_failure(published: Layouts, tmp_path: Path) -> None:

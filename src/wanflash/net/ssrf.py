@@ -38,10 +38,11 @@ deadline).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -339,6 +340,20 @@ async def _one_hop(
     raise FetchError(f"cannot connect to {target.host}", kind="network")
 
 
+@contextlib.contextmanager
+def _transport_errors(deadline_message: str) -> Iterator[None]:
+    """The overall deadline, httpx's per-step timeouts and broken connections, as :class:`FetchError`
+    (``retryable``); policy refusals and our own ``FetchError`` pass through."""
+    try:
+        yield
+    except TimeoutError:
+        raise FetchError(deadline_message, kind="timeout") from None
+    except httpx.TimeoutException:
+        raise FetchError("timed out", kind="timeout") from None
+    except httpx.HTTPError:
+        raise FetchError("the connection failed before a complete response arrived", kind="network") from None
+
+
 async def guarded_request(
     method: str,
     url: str,
@@ -361,17 +376,12 @@ async def guarded_request(
     own = client is None
     c = client or new_client(per_step_timeout_s=deadline_s)
     try:
-        async with asyncio.timeout(deadline_s):
-            return await _one_hop(
-                c, method, target, headers=headers, content=content, allow_loopback=allow_loopback,
-                resolver=resolver, max_response_bytes=max_response_bytes, truncate_response=True,
-            )
-    except TimeoutError:
-        raise FetchError(f"no complete response within {deadline_s:g} s", kind="timeout") from None
-    except httpx.TimeoutException:
-        raise FetchError("timed out", kind="timeout") from None
-    except httpx.HTTPError:
-        raise FetchError("the connection failed before a complete response arrived", kind="network") from None
+        with _transport_errors(f"no complete response within {deadline_s:g} s"):
+            async with asyncio.timeout(deadline_s):
+                return await _one_hop(
+                    c, method, target, headers=headers, content=content, allow_loopback=allow_loopback,
+                    resolver=resolver, max_response_bytes=max_response_bytes, truncate_response=True,
+                )
     finally:
         if own:
             await c.aclose()
@@ -391,7 +401,7 @@ async def get_following_redirects(
     Raises :class:`URLRefused` or :class:`FetchError`.
     """
     target = check_url(url, allow_loopback=allow_loopback)
-    try:
+    with _transport_errors(f"not fetched within {deadline_s:g} s"):
         async with new_client(per_step_timeout_s=deadline_s) as client, asyncio.timeout(deadline_s):
             for _hop in range(max_redirects + 1):
                 resp = await _one_hop(
@@ -412,12 +422,6 @@ async def get_following_redirects(
                     raise FetchError(f"HTTP {resp.status}", kind="http", status=resp.status)
                 return resp
             raise FetchError(f"more than {max_redirects} redirects", kind="redirects")
-    except TimeoutError:
-        raise FetchError(f"not fetched within {deadline_s:g} s", kind="timeout") from None
-    except httpx.TimeoutException:
-        raise FetchError("timed out", kind="timeout") from None
-    except httpx.HTTPError:
-        raise FetchError("the connection failed before a complete response arrived", kind="network") from None
 
 
 async def fetch_bytes(

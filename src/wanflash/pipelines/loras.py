@@ -118,11 +118,22 @@ def _lora_prefix(shapes: dict[str, Any]) -> str:
     return "lora_down" if any("lora_down" in k for k in shapes) else "lora_A"
 
 
+# diffusers' module names (WanTransformer3DModel) -> the Wan names the checks and messages use
+_DIFFUSERS_NAMES = {
+    **{f"attn1.to_{p}": f"self_attn.{p}" for p in "qkv"}, "attn1.to_out.0": "self_attn.o",
+    **{f"attn2.to_{p}": f"cross_attn.{p}" for p in "qkv"}, "attn2.to_out.0": "cross_attn.o",
+    "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
+}
+_MODULE = r"self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02]|attn[12]\.to_(?:[qkv]|out\.0)|ffn\.net\.0\.proj|ffn\.net\.2"
+
+
 def check_fit(info: LoraInfo, transformer_config: Path) -> list[str]:
     """What in ``info`` does not fit the transformer described by ``transformer_config`` (empty: fits).
 
-    Checked on the Wan key format (``diffusion_model.blocks.N.self_attn.q...``) as published: the
-    block count, and the width every attention and FFN projection's LoRA expects."""
+    Checked on the Wan key format (``diffusion_model.blocks.N.self_attn.q...``) as published, and on
+    diffusers' names for the same modules (``transformer.blocks.N.attn1.to_q...``, which
+    ``load_lora_weights`` takes as they are): the block count, and the width every attention and FFN
+    projection's LoRA expects."""
     cfg = json.loads(Path(transformer_config).read_text())
     inner = int(cfg["num_attention_heads"]) * int(cfg["attention_head_dim"])
     ffn = int(cfg["ffn_dim"])
@@ -137,15 +148,18 @@ def check_fit(info: LoraInfo, transformer_config: Path) -> list[str]:
     wrong: set[str] = set()
     seen = 0
     for key, shape in info.shapes.items():
-        m = re.search(r"blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])\." + down + r"\.weight$", key)
-        if m:
+        m = re.search(r"blocks\.\d+\.(" + _MODULE + r")\.(" + down + "|" + up + r")\.weight$", key)
+        if not m:
+            continue
+        module = _DIFFUSERS_NAMES.get(m.group(1), m.group(1))
+        if m.group(2) == down:
             seen += 1
-            if shape[1] != expect[m.group(1)][0]:
-                wrong.add(f"{m.group(1)} input {shape[1]} (model {expect[m.group(1)][0]})")
-        m = re.search(r"blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])\." + up + r"\.weight$", key)
-        if m and shape[0] != expect[m.group(1)][1]:
-            wrong.add(f"{m.group(1)} output {shape[0]} (model {expect[m.group(1)][1]})")
+            if shape[1] != expect[module][0]:
+                wrong.add(f"{module} input {shape[1]} (model {expect[module][0]})")
+        elif shape[0] != expect[module][1]:
+            wrong.add(f"{module} output {shape[0]} (model {expect[module][1]})")
     if not seen:
-        problems.append("no attention or FFN LoRA weights in the Wan key format (blocks.N.self_attn.q...)")
+        problems.append("no attention or FFN LoRA weights in the Wan (blocks.N.self_attn.q...) or diffusers "
+                        "(blocks.N.attn1.to_q...) key format")
     problems += sorted(wrong)
     return problems
