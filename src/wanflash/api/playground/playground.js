@@ -455,7 +455,10 @@ async function init() {
   const c = await (await fetch("/playground/config.json")).json();
   state.config = c;
   state.taskUUID = uuid4();
-  $("model").textContent = `${c.model} · profile ${c.profile} · ${c.fps} fps`;
+  // Before any worker has published (a fresh `wanflash api`), there is no profile to name yet.
+  $("model").textContent = c.profile
+    ? `${c.model} · profile ${c.profile} · ${c.fps} fps`
+    : `${c.model} · no worker has published yet: start a worker`;
   const L = c.limits;
   const D = c.defaults;
   const sizeGroups = [{
