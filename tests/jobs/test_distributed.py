@@ -271,5 +271,21 @@ def test_the_api_plans_for_its_workers_profile_not_its_own(pg_url: str, tmp_path
         video.write_bytes(httpx.get(item["videoURL"], timeout=10).content)
         info = probe_file(video)
         assert (info.fps, info.frames, info.width, info.height) == (24, 48, 960, 960)  # the worker's 24 fps
+
+        # A mixed fleet: a tiny worker with an audio model joins. Generated sound is now served, planned
+        # for that worker's profile (16 fps) and claimed from its queue only: were the idle 5B worker to
+        # take it, it would refuse the spec (profileMismatch) and the task would fail.
+        tiny_env = {**api_env, "WANFLASH_PROFILE": "tiny", "WANFLASH_AUDIO_MODEL": "ace-step",
+                    "WANFLASH_EXECUTOR": "inprocess"}
+        procs.append(run_cli(tiny_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
+                             start_new_session=True, stderr=open(tmp_path / "w2.log", "ab")))
+        workers = {(w["profile"], w["native_audio"]) for w in _wait_api(base, api, workers=2)["workers"]}
+        assert workers == {("wan2.2-ti2v-5b", "none"), ("tiny", "ace-step")}
+        tu = str(uuid.uuid4())
+        reply = post(base + "/v1", [{**task, "taskUUID": tu}])
+        assert reply.get("data") == [{"taskType": "videoInference", "taskUUID": tu}], reply
+        (item,) = _wait_success(base, tu, tmp_path / "w2.log")["data"]
+        video.write_bytes(httpx.get(item["videoURL"], timeout=10).content)
+        assert (probe_file(video).fps, probe_file(video).frames) == (16, 32)  # the tiny worker's 16 fps
     finally:
         _stop(procs)
