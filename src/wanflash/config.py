@@ -157,7 +157,7 @@ class JobsConfig(_Section):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 2
-    job_deadline_seconds: float = 900.0
+    job_deadline_seconds: float = 900.0  # one job's generation, from a loaded model (a load is not counted)
     default_ttl_seconds: int = 86400
     # A finished task's inputs and outputs are deleted this long after its links expire (finished +
     # ttl); -1 keeps them forever. media_sweep_seconds: how often the API process looks.

@@ -49,7 +49,7 @@ def fail_to_load(settings: Any) -> FakePipeline:
 
 
 def sleepy_load(settings: Any) -> FakePipeline:
-    time.sleep(0.5)
+    time.sleep(2.0)  # longer than the deadline test_reliability gives its jobs
     return FakePipeline()
 
 

@@ -71,6 +71,19 @@ async def test_hung_job_killed_at_deadline_and_slot_freed(tmp_path: Path) -> Non
         await rig.sup.stop()
 
 
+async def test_a_model_load_does_not_count_against_the_deadline(tmp_path: Path) -> None:
+    """A load slower than the deadline (real weights, a replaced child) must not kill every job, forever."""
+    rig = Rig(tmp_path, f"{FIX}:sleepy_load", executor="inprocess", job_deadline_seconds=1.0)
+    s = spec()
+    rig.store.insert(s)
+    rig.sup.start()
+    try:
+        rec = await rig.wait(s.task_uuid, timeout=30)
+        assert rec.state is TaskState.SUCCEEDED, rec  # type: ignore[attr-defined]
+    finally:
+        await rig.sup.stop()
+
+
 async def test_disk_full_fails_with_storage_full_and_leaves_no_partial_file(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import wanflash.storage.local as local

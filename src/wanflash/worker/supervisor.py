@@ -316,6 +316,10 @@ class Supervisor:
                          image_path=inputs[0], audio_path=inputs[1])
             if self.metrics is not None:
                 self.metrics.observe_stage("queue_wait", time.time() - claim.created)
+            # The model load (the first job's, or a replaced executor's after a crash or a timeout) is not
+            # this job's generation: it is waited for outside the deadline, which would otherwise kill
+            # every load slower than itself, forever. The lease is kept by the heartbeat meanwhile.
+            await self.executor.wait_ready()
             done = await asyncio.wait_for(self._run(job, on_progress, stages), self.settings.jobs.job_deadline_seconds)
             await writer.drain()  # the last progress is stored before the terminal state
             if lost.is_set():
