@@ -71,10 +71,13 @@ def test_presigned_get_with_plain_http(s3_server: S3Server, tmp_path: Path) -> N
 def test_expired_presign_is_rejected_and_never_minted(s3_server: S3Server, tmp_path: Path) -> None:
     s = store_for(s3_server, tmp_path)
     s.put_bytes("outputs/t/0.mp4", b"x")
-    url = s.presigned_url("outputs/t/0.mp4", time.time() + 1.999)
-    assert url is not None and parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["1"]  # never past the expiry
+    # X-Amz-Date has whole seconds (truncated): minted late in a second, a 1 s URL could be nearly
+    # spent before its first use. Mint at the start of one, with 2 s, so the first read is in time.
+    time.sleep(1.02 - time.time() % 1)
+    url = s.presigned_url("outputs/t/0.mp4", time.time() + 2.999)
+    assert url is not None and parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["2"]  # never past the expiry
     assert httpx.get(url).status_code == 200
-    time.sleep(2.2)
+    time.sleep(3.2)
     r = httpx.get(url)
     assert r.status_code == 403 and "expired" in r.text
     # Past its expiry the store gives no URL; MediaLinks then falls back to a /media link (410).
