@@ -73,6 +73,10 @@ class ServerConfig(_Section):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+# The deprecated WANFLASH_CPU_OFFLOAD values -> the WANFLASH_MEMORY plans they mean.
+_CPU_OFFLOAD_PLANS = {"model": "model_offload", "group": "group_offload"}
+
+
 class EngineConfig(_Section):
     """The Wan model: which profile, where its weights are, and how it is placed and run."""
 
@@ -95,7 +99,7 @@ class EngineConfig(_Section):
 
     @model_validator(mode="after")
     def _memory_consistent(self) -> EngineConfig:
-        mapped = {"model": "model_offload", "group": "group_offload"}.get(self.cpu_offload)
+        mapped = _CPU_OFFLOAD_PLANS.get(self.cpu_offload)
         if mapped and self.memory not in ("auto", mapped):
             raise ValueError(f"WANFLASH_CPU_OFFLOAD={self.cpu_offload} (deprecated) contradicts "
                              f"WANFLASH_MEMORY={self.memory}: unset WANFLASH_CPU_OFFLOAD")
@@ -105,7 +109,7 @@ class EngineConfig(_Section):
     def memory_setting(self) -> str:
         """The memory plan asked for: ``WANFLASH_MEMORY``, or the deprecated ``WANFLASH_CPU_OFFLOAD`` mapped to it."""
         if self.memory == "auto" and self.cpu_offload != "none":
-            return {"model": "model_offload", "group": "group_offload"}[self.cpu_offload]
+            return _CPU_OFFLOAD_PLANS[self.cpu_offload]
         return self.memory
 
 
@@ -315,12 +319,7 @@ class Settings(BaseModel):
             # "storage" is a section and a variable (WANFLASH_STORAGE=s3): a plain value is the variable.
             if isinstance(flat.get(section), (dict, BaseModel)):
                 out[section] = flat.pop(section)
-        routed: dict[str, dict[str, Any]] = {}
-        for name, value in flat.items():
-            where = _FLAT.get(name)
-            if where is None:
-                raise ValueError(f"unknown setting {name!r} (WANFLASH_{name.upper()} is not a variable)")
-            routed.setdefault(where[0], {})[where[1]] = value
+        routed = _route(flat)
         extra = {"_env_file": env_file} if env_file is not None else {}
         if "data_dir" not in out:
             out["data_dir"] = CoreConfig(**extra).data_dir
@@ -334,19 +333,21 @@ class Settings(BaseModel):
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some variables changed, by their flat names (``device="cpu"``), validated."""
-        sections: dict[str, dict[str, Any]] = {}
-        top: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name == "data_dir":
-                top["data_dir"] = Path(value)
-                continue
-            where = _FLAT.get(name)
-            if where is None:
-                raise ValueError(f"unknown setting {name!r}")
-            sections.setdefault(where[0], {})[where[1]] = value
-        for section, fields in sections.items():
+        top: dict[str, Any] = {"data_dir": Path(changes.pop("data_dir"))} if "data_dir" in changes else {}
+        for section, fields in _route(changes).items():
             top[section] = _replaced(self.SECTIONS[section], getattr(self, section), fields)
         return self.model_copy(update=top)
+
+
+def _route(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"audio_model": v}`` -> ``{"audio": {"model": v}}``; an unknown name is refused."""
+    routed: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        where = _FLAT.get(name)
+        if where is None:
+            raise ValueError(f"unknown setting {name!r} (WANFLASH_{name.upper()} is not a variable)")
+        routed.setdefault(where[0], {})[where[1]] = value
+    return routed
 
 
 def _replaced(section_cls: type[_Section], given: Any, changes: dict[str, Any]) -> _Section:

@@ -79,32 +79,33 @@ def check_memory(settings: Settings, cuda: dict[str, Any] | None, host: int | No
 
     from wanflash.pipelines.memory import LAYOUTS, choose_plan, estimate
 
-    setting = settings.engine.memory_setting
+    engine = settings.engine
+    setting = engine.memory_setting
     out: list[Check] = []
-    if settings.engine.cpu_offload != "none":
-        out.append(Check("memory setting", "warn", f"WANFLASH_CPU_OFFLOAD={settings.engine.cpu_offload} is deprecated; "
+    if engine.cpu_offload != "none":
+        out.append(Check("memory setting", "warn", f"WANFLASH_CPU_OFFLOAD={engine.cpu_offload} is deprecated; "
                          f"it means WANFLASH_MEMORY={setting}", f"set WANFLASH_MEMORY={setting} instead"))
     devices = (cuda or {}).get("devices") or []
-    index = int(settings.engine.device.split(":")[1]) if settings.engine.device.startswith("cuda:") else 0
+    index = int(engine.device.split(":")[1]) if engine.device.startswith("cuda:") else 0
     gpu = next((d for d in devices if d["index"] == index), None)
-    if settings.engine.device == "cpu" or not (cuda or {}).get("available"):
+    if engine.device == "cpu" or not (cuda or {}).get("available"):
         gpu = None
-    weights = settings.engine.weights_dir
+    weights = engine.weights_dir
     t2v = weights is not None and (Path(weights) / "t2v" / "model_index.json").is_file()
-    opts = dict(setting=setting, fp8=settings.engine.fp8_weights, vae_tiling=settings.engine.vae_tiling,
-                native_1080p=settings.engine.native_1080p, t2v=t2v)
-    if settings.engine.profile not in LAYOUTS:
-        plan = choose_plan(settings.engine.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
+    opts = dict(setting=setting, fp8=engine.fp8_weights, vae_tiling=engine.vae_tiling,
+                native_1080p=engine.native_1080p, t2v=t2v)
+    if engine.profile not in LAYOUTS:
+        plan = choose_plan(engine.profile, gpu["total_bytes"] if gpu else None, **opts)  # type: ignore[arg-type]
         return out + [Check("memory", "ok", f"plan {plan.label()} ({plan.reason})")]
     if gpu is None:
-        plans = {g: choose_plan(settings.engine.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
+        plans = {g: choose_plan(engine.profile, g * GiB, **opts) for g in (24, 48, 80)}  # type: ignore[arg-type]
         picks = "; ".join(f"{g} GB: {plan.label()} "
-                          f"({estimate(settings.engine.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"
+                          f"({estimate(engine.profile, plan, t2v=t2v).gpu_bytes / GiB:.1f} GiB)"
                           for g, plan in plans.items())
         return out + [Check("memory", "warn", f"no GPU to plan for; on a GPU of {picks}",
                             "run on a CUDA GPU (README: Real weights, memory plans)")]
-    plan = choose_plan(settings.engine.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
-    est = estimate(settings.engine.profile, plan, t2v=t2v)
+    plan = choose_plan(engine.profile, gpu["total_bytes"], **opts)  # type: ignore[arg-type]
+    est = estimate(engine.profile, plan, t2v=t2v)
     detail = (f"plan {plan.label()} on cuda:{gpu['index']} ({gpu['total_bytes'] / GiB:.0f} GiB): estimated peak "
               f"{est.gpu_bytes / GiB:.1f} GiB in {est.stage}, {est.host_bytes / GiB:.0f} GiB of weights in host "
               f"memory; {plan.reason}")

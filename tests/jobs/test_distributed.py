@@ -47,6 +47,14 @@ def run_cli(env: dict[str, str], *args: str, **kw: Any) -> subprocess.Popen[byte
     return subprocess.Popen([sys.executable, "-m", "wanflash.cli", *args], cwd=ROOT, env=env, **kw)
 
 
+def start_worker(env: dict[str, str], log: Path, factory: str = "tests.sdk.fast_pipeline:factory"
+                 ) -> subprocess.Popen[bytes]:
+    """``wanflash worker`` on the CPU over ``factory``, logging to ``log``, in its own process group
+    (killing the group is a crashed node)."""
+    return run_cli(env, "worker", "--gpus", "cpu", "--pipeline-factory", factory, start_new_session=True,
+                   stderr=open(log, "ab"))
+
+
 def post(url: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
     r = httpx.post(url, json=tasks, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
     return r.json()  # type: ignore[no-any-return]
@@ -66,9 +74,7 @@ def test_api_and_two_workers_survive_a_killed_worker(pg_server: PgServer, tmp_pa
     try:
         api = run_cli(env, "api", stderr=open(tmp_path / "api.log", "ab"))
         procs.append(api)
-        # Each worker in its own process group: killing the group is a crashed node.
-        workers = [run_cli(env, "worker", "--gpus", "cpu", "--pipeline-factory", PIPELINE, start_new_session=True,
-                           stderr=open(tmp_path / "w.log", "ab")) for _ in range(2)]
+        workers = [start_worker(env, tmp_path / "w.log", PIPELINE) for _ in range(2)]
         procs += workers
         base = f"http://127.0.0.1:{port}"
         _wait_api(base, api, workers=2)
@@ -197,8 +203,7 @@ def test_api_and_worker_share_the_s3_store(pg_server: PgServer, s3_server: S3Ser
     try:
         api = run_cli(api_env, "api", stderr=open(tmp_path / "api.log", "ab"))
         procs.append(api)
-        procs.append(run_cli(worker_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
-                             start_new_session=True, stderr=open(tmp_path / "w.log", "ab")))
+        procs.append(start_worker(worker_env, tmp_path / "w.log"))
         base = f"http://127.0.0.1:{port}"
         _wait_api(base, api)
         with receiver() as hooks:
@@ -249,8 +254,7 @@ def test_the_api_plans_for_its_workers_profile_not_its_own(pg_url: str, tmp_path
     try:
         api = run_cli(api_env, "api", stderr=open(tmp_path / "api.log", "ab"))
         procs.append(api)
-        procs.append(run_cli(worker_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
-                             start_new_session=True, stderr=open(tmp_path / "w.log", "ab")))
+        procs.append(start_worker(worker_env, tmp_path / "w.log"))
         base = f"http://127.0.0.1:{port}"
         (published,) = _wait_api(base, api)["workers"]
         assert (published["profile"], published["fps"], published["native_audio"]) == ("wan2.2-ti2v-5b", 24, "none")
@@ -277,8 +281,7 @@ def test_the_api_plans_for_its_workers_profile_not_its_own(pg_url: str, tmp_path
         # take it, it would refuse the spec (profileMismatch) and the task would fail.
         tiny_env = {**api_env, "WANFLASH_PROFILE": "tiny", "WANFLASH_AUDIO_MODEL": "ace-step",
                     "WANFLASH_EXECUTOR": "inprocess"}
-        procs.append(run_cli(tiny_env, "worker", "--gpus", "cpu", "--pipeline-factory", "tests.sdk.fast_pipeline:factory",
-                             start_new_session=True, stderr=open(tmp_path / "w2.log", "ab")))
+        procs.append(start_worker(tiny_env, tmp_path / "w2.log"))
         workers = {(w["profile"], w["native_audio"]) for w in _wait_api(base, api, workers=2)["workers"]}
         assert workers == {("wan2.2-ti2v-5b", "none"), ("tiny", "ace-step")}
         tu = str(uuid.uuid4())

@@ -4,12 +4,12 @@ Guarantees:
 
 * Only terminal tasks are swept, and only once their links have expired (``finished`` + ``ttl``,
   the instant :func:`~wanflash.delivery.responses.expires_at` gives every link of the task) and
-  ``config.media_grace_seconds`` more have passed. The grace lets a download that started before
+  ``WANFLASH_MEDIA_GRACE_SECONDS`` more have passed. The grace lets a download that started before
   the expiry finish and resume (an open file outlives its unlink; a Range request does not).
 * Only the task's own objects go: its result files (``outputs/<taskUUID>/``) and its inputs
   (``inputs/<taskUUID>/``). Uploads (``imageUpload``, ``mediaStorage``) are referenced by UUID from
   any number of tasks, so they have their own clock: each is deleted
-  ``config.upload_retention_seconds`` (30 days, Runware's figure) after its last use by a task,
+  ``WANFLASH_UPLOAD_RETENTION_SECONDS`` (30 days, Runware's figure) after its last use by a task,
   or after its upload if no task used it. The object goes first, then the index row, so a crash in
   between leaves a row whose next sweep finishes the job, never an object nobody can reach.
 * The task row stays, marked (``media_deleted``): ``getResponse`` keeps answering with the same

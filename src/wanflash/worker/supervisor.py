@@ -370,9 +370,7 @@ class Supervisor:
             shutil.rmtree(out_dir, ignore_errors=True)
 
     async def _run(self, job: RunJob, on_progress: Any, stages: StageClock) -> Done:
-        # Wait for the model first, so a load is measured as "load" and not as this job's denoising.
-        await self.executor.wait_ready()
-        stages.begin("denoise")
+        stages.begin("denoise")  # the model is loaded (awaited in _process), so a load is not counted here
         done = await self.executor.run(job, on_progress)
         stages.finish()
         return done
